@@ -1,0 +1,38 @@
+# Two entry points (see README): `make serve` and `make test`. Both create .venv when needed.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+PIP     = $(BIN)/python -m pip
+
+.PHONY: serve test venv install install-test lint bench gpu-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+venv: $(BIN)/python
+
+install: venv
+	$(PIP) install --quiet -e .
+
+install-test: venv
+	$(PIP) install --quiet -e ".[test,casa]"
+
+## Start the server on 127.0.0.1:8000 with the built-in demo data (token printed, written to ~/.visivo_token).
+serve: install
+	$(BIN)/visivo-server
+
+## Lint and run the whole test suite (CPU; GPU tests skip without a GPU, fail with --require-gpu).
+test: install-test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: install-test
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

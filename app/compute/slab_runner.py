@@ -1,0 +1,86 @@
+"""Run a per-spectrum kernel over a cube in y-slabs (CPU) or on the device-resident cube (GPU).
+
+Per-spectrum operations (moments, line width) keep the spectral axis whole, so a
+y-slab of the cube is an independent piece of work: the CPU path reads one slab at a
+time from the memmap (bounded memory, cancellation and progress between slabs); the
+GPU path uses the resident cube when it fits the device budget and otherwise
+streams the same slabs through the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from app.compute.backend import to_host
+from app.compute.chunking import channel_blocks, y_slabs
+from app.compute.dispatch import JobContext
+from app.io.fits_reader import CubeSource
+
+Compute = Callable[[Any], dict[Any, Any]]
+
+
+def upload_cube(source: CubeSource, chunk_bytes: int) -> Any:
+    """Copy a whole cube to the current CUDA device, one channel block at a time."""
+    import cupy  # noqa: PLC0415
+
+    nz, ny, nx = source.shape
+    cube = cupy.empty((nz, ny, nx), dtype=cupy.float32)
+    for zs in channel_blocks(nz, 4 * ny * nx, chunk_bytes):
+        cube[zs] = cupy.asarray(source.read(z=zs))
+    return cube
+
+
+def map_over_slabs(
+    ctx: JobContext,
+    source: CubeSource,
+    z: slice,
+    compute: Compute,
+    *,
+    bytes_per_voxel: float = 16.0,
+    resident: Callable[[], Any | None] | None = None,
+) -> dict[Any, np.ndarray]:
+    """Apply ``compute(block) -> {name: (rows, nx) map}`` to every y-slab and assemble full maps.
+
+    Parameters
+    ----------
+    ctx
+        The job context (device, chunk budget, progress, cancellation).
+    source
+        The cube's block reader.
+    z
+        Channel range (a slice with step 1).
+    compute
+        Kernel call on a ``(nz, rows, nx)`` float32 block (NumPy or CuPy) returning 2-D maps.
+    bytes_per_voxel
+        Input plus working memory per voxel, for sizing the slabs.
+    resident
+        On GPU: returns the device-resident whole cube, or ``None`` to stream.
+    """
+    nz = len(range(*z.indices(source.shape[0])))
+    _, ny, nx = source.shape
+    if ctx.on_gpu and resident is not None:
+        cube = resident()
+        if cube is not None:
+            ctx.progress(0.0)
+            maps = {k: to_host(v) for k, v in compute(cube[z]).items()}  # sync
+            ctx.progress(1.0)
+            return maps
+    slabs = y_slabs((nz, ny, nx), ctx.chunk_bytes, bytes_per_voxel=bytes_per_voxel)
+    out: dict[Any, np.ndarray] = {}
+    for i, ys in enumerate(slabs):
+        ctx.check_cancelled()
+        block = source.read(z=z, y=ys)
+        if ctx.on_gpu:
+            import cupy  # noqa: PLC0415
+
+            block = cupy.asarray(block)
+        for key, part in compute(block).items():
+            host = to_host(part)  # sync
+            if key not in out:
+                out[key] = np.empty((ny, nx) + host.shape[2:], dtype=host.dtype)
+            out[key][ys] = host
+        ctx.progress((i + 1) / len(slabs))
+    return out

@@ -1,0 +1,216 @@
+"""FITS image/cube reader: memmap, byte order and BSCALE/BZERO/BLANK normalised per read.
+
+The kernels only ever see native-endian, C-contiguous float32 arrays with NaN for
+blanks. :class:`CubeSource` keeps the raw (big-endian, possibly scaled-integer)
+memmap and converts exactly the block a caller asks for, so no request copies a
+whole cube when it does not need to. Images are cubes of depth 1.
+
+Gzip-compressed FITS (``.fits.gz``) cannot be memory-mapped: astropy decompresses
+it into memory, which is acceptable for the demo data and small files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from app.errors import InvalidRequest
+from app.io.wcs_info import WcsInfo, analyse_wcs
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
+
+
+@dataclass
+class CubeSource:
+    """Block reader over the raw FITS array, presenting it as a ``(z, y, x)`` float32 cube.
+
+    Attributes
+    ----------
+    raw
+        The HDU data as stored (numpy axis order = reversed FITS order), usually a memmap.
+    index
+        Indexing tuple into ``raw`` for the dropped (degenerate or plane-0) axes; kept axes hold ``None``.
+    order
+        Positions, among the kept axes of ``raw``, of z, y and x (``z`` is ``None`` for images).
+    """
+
+    raw: np.ndarray
+    index: tuple
+    order: tuple[int | None, int, int]
+    bscale: float = 1.0
+    bzero: float = 0.0
+    blank: int | None = None
+    shape: tuple[int, int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        kept = [n for n, ix in zip(self.raw.shape, self.index, strict=True) if ix is None]
+        zpos, ypos, xpos = self.order
+        self.shape = (kept[zpos] if zpos is not None else 1, kept[ypos], kept[xpos])
+
+    @property
+    def nbytes(self) -> int:
+        """Size in bytes of the float32 cube this source presents."""
+        return 4 * math.prod(self.shape)
+
+    def read(self, z: slice = slice(None), y: slice = slice(None), x: slice = slice(None)) -> np.ndarray:
+        """Read a block as a native C-contiguous float32 array of shape (nz, ny, nx).
+
+        Applies ``value = raw·BSCALE + BZERO`` and maps ``BLANK`` (integer data) and
+        nothing else to NaN. Slices may use steps (strided preview).
+        """
+        zpos, ypos, xpos = self.order
+        kept_slices: list[slice] = [slice(None)] * sum(ix is None for ix in self.index)
+        kept_slices[ypos] = y
+        kept_slices[xpos] = x
+        if zpos is not None:
+            kept_slices[zpos] = z
+        it = iter(kept_slices)
+        full = tuple(next(it) if ix is None else ix for ix in self.index)
+        block = self.raw[full]
+        axes = [a for a in (zpos, ypos, xpos) if a is not None]
+        block = np.transpose(block, axes)
+        if zpos is None:
+            block = block[np.newaxis]
+        out = np.empty(block.shape, dtype=np.float32)
+        np.copyto(out, block, casting="unsafe")
+        if self.blank is not None and block.dtype.kind in "iu":
+            out[block == self.blank] = np.nan
+        if self.bscale != 1.0:
+            out *= np.float32(self.bscale)
+        if self.bzero != 0.0:
+            out += np.float32(self.bzero)
+        return out
+
+    def plane(self, index: int) -> np.ndarray:
+        """One spectral plane (y, x) as float32."""
+        return self.read(z=slice(index, index + 1))[0]
+
+
+@dataclass
+class FitsImage:
+    """An opened FITS image HDU: its header, WCS analysis and block reader."""
+
+    path: Path
+    hdul: fits.HDUList
+    hdu_index: int
+    header: fits.Header
+    wcs_info: WcsInfo
+    source: CubeSource
+    compressed: bool
+
+    def close(self) -> None:
+        self.hdul.close()
+
+
+def check_fits_magic(path: Path) -> bool:
+    """Return True for gzip files; raise InvalidRequest for empty or non-FITS files."""
+    with path.open("rb") as handle:
+        head = handle.read(80)
+    if not head:
+        raise InvalidRequest(f"File is empty: {path.name}")
+    compressed = head[:2] == _GZIP_MAGIC
+    if compressed:
+        try:
+            with gzip.open(path, "rb") as handle:
+                head = handle.read(80)
+        except OSError as exc:
+            raise InvalidRequest(f"Corrupt gzip file {path.name}: {exc}") from None
+    if not head.startswith(b"SIMPLE  =") and not head.startswith(b"SIMPLE ="):
+        raise InvalidRequest(f"Not a FITS file: {path.name}")
+    return compressed
+
+
+def _first_image_hdu(hdul: fits.HDUList, name: str) -> int:
+    saw_table = False
+    for i, hdu in enumerate(hdul):
+        if isinstance(hdu, _IMAGE_HDUS):
+            naxes = [hdu.header.get(f"ZNAXIS{k}" if isinstance(hdu, fits.CompImageHDU) else f"NAXIS{k}", 0)
+                     for k in range(1, int(hdu.header.get("NAXIS", 0)) + 1)]
+            if isinstance(hdu, fits.CompImageHDU):
+                naxes = list(hdu.shape[::-1])
+            if len(naxes) >= 2 and all(int(n) > 0 for n in naxes):
+                return i
+        else:
+            saw_table = True
+    if saw_table:
+        raise InvalidRequest(f"No image data in {name}: it holds only tables. Open it as a catalogue.")
+    raise InvalidRequest(f"No image data in {name}.")
+
+
+def _check_size(path: Path, hdu: fits.hdu.base._BaseHDU, compressed: bool) -> None:
+    if compressed or isinstance(hdu, fits.CompImageHDU):
+        return
+    info = hdu.fileinfo()
+    expected = abs(int(hdu.header["BITPIX"])) // 8 * math.prod(hdu.shape)
+    available = path.stat().st_size - int(info["datLoc"])
+    if available < expected:
+        raise InvalidRequest(
+            f"FITS file is truncated: {path.name} needs {expected} data bytes, has {max(available, 0)}."
+        )
+
+
+def open_fits_image(path: Path) -> FitsImage:
+    """Open the first image HDU with data of a FITS file (plain or gzip) for block reading.
+
+    Raises
+    ------
+    InvalidRequest
+        Empty, truncated, non-FITS or table-only files, with a message naming the problem.
+    """
+    compressed = check_fits_magic(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hdul = fits.open(path, memmap=not compressed, do_not_scale_image_data=True, mode="readonly")
+            hdul.verify("silentfix+ignore")
+            index = _first_image_hdu(hdul, path.name)
+    except InvalidRequest:
+        raise
+    except Exception as exc:
+        raise InvalidRequest(f"Cannot read FITS file {path.name}: {exc}") from None
+    hdu = hdul[index]
+    try:
+        _check_size(path, hdu, compressed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw = hdu.data
+        if raw is None:
+            raise InvalidRequest(f"No image data in {path.name}.")
+        header = hdu.header.copy()
+        if isinstance(hdu, fits.CompImageHDU):
+            header = fits.ImageHDU(data=None, header=hdu.header).header
+        shape_fits = tuple(int(n) for n in raw.shape[::-1])
+        info = analyse_wcs(header, shape_fits)
+    except InvalidRequest:
+        hdul.close()
+        raise
+    except Exception as exc:
+        hdul.close()
+        raise InvalidRequest(f"Cannot read FITS data of {path.name}: {exc}") from None
+    source = _make_source(raw, header, info, scaled_by_astropy=isinstance(hdu, fits.CompImageHDU))
+    return FitsImage(path, hdul, index, header, info, source, compressed)
+
+
+def _make_source(raw: np.ndarray, header: fits.Header, info: WcsInfo, *, scaled_by_astropy: bool) -> CubeSource:
+    naxis = raw.ndim
+    roles = info.roles
+    index: list[int | None] = [None] * naxis
+    for fits_axis, plane in roles.dropped.items():
+        index[naxis - 1 - fits_axis] = plane
+    kept_numpy = [ax for ax in range(naxis) if index[ax] is None]
+
+    def position(fits_axis: int | None) -> int | None:
+        return None if fits_axis is None else kept_numpy.index(naxis - 1 - fits_axis)
+
+    order = (position(roles.z), position(roles.y), position(roles.x))
+    bscale = 1.0 if scaled_by_astropy else float(header.get("BSCALE", 1.0) or 1.0)
+    bzero = 0.0 if scaled_by_astropy else float(header.get("BZERO", 0.0) or 0.0)
+    blank = header.get("BLANK") if raw.dtype.kind in "iu" else None
+    return CubeSource(raw, tuple(index), order, bscale, bzero, int(blank) if blank is not None else None)

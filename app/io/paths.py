@@ -1,0 +1,65 @@
+"""Confinement of client-supplied paths to the configured data roots.
+
+A path is accepted when, after resolving ``..`` and every symbolic link, it lies
+inside one of the roots. Relative paths are taken relative to the first root.
+Every refusal looks exactly like "not found", so a client cannot probe the
+file system outside the roots. Dot-entries (hidden files) are refused too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.errors import InvalidRequest
+
+FILE_NOT_FOUND = "File not found."
+DIRECTORY_NOT_FOUND = "Directory not found."
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def confine(raw: str | None, roots: Sequence[Path], *, want_dir: bool = False) -> Path:
+    """Resolve a client path inside ``roots`` or raise :class:`InvalidRequest` ("not found").
+
+    Parameters
+    ----------
+    raw
+        The client's path: absolute, or relative to the first root; empty means the first root.
+    roots
+        Resolved data roots.
+    want_dir
+        Require a directory (else a regular file).
+    """
+    missing = DIRECTORY_NOT_FOUND if want_dir else FILE_NOT_FOUND
+    text = (raw or "").strip()
+    if "\x00" in text:
+        raise InvalidRequest(missing)
+    candidate = Path(text).expanduser() if text else roots[0]
+    if not candidate.is_absolute():
+        candidate = roots[0] / candidate
+    try:
+        resolved = candidate.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise InvalidRequest(missing) from None
+    root = next((r for r in roots if _inside(resolved, r)), None)
+    if root is None:
+        raise InvalidRequest(missing)
+    if any(part.startswith(".") for part in resolved.relative_to(root).parts):
+        raise InvalidRequest(missing)
+    if want_dir and not resolved.is_dir():
+        raise InvalidRequest(missing)
+    if not want_dir and not resolved.is_file():
+        raise InvalidRequest(missing)
+    return resolved
+
+
+def confine_sibling(raw: str, roots: Sequence[Path]) -> Path:
+    """Resolve a path that may not exist yet but whose parent directory must be inside ``roots``."""
+    candidate = Path(raw).expanduser()
+    if not candidate.is_absolute():
+        candidate = roots[0] / candidate
+    parent = confine(str(candidate.parent), roots, want_dir=True)
+    return parent / candidate.name

@@ -1,0 +1,106 @@
+"""FastAPI application: routers, auth, error convention and start-up.
+
+``uvicorn app.main:app`` serves the module-level :data:`app` (settings from the
+environment); tests build their own with :func:`create_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.auth import require_token, resolve_token, write_token_file
+from app.errors import ApiError
+from app.responses import SafeJSONResponse, failure
+from app.routers import cube, datasets, files, meta, products, tasks
+from app.runtime import VERSION, build_runtime
+from app.settings import Settings
+
+log = logging.getLogger("visivo")
+
+#: Routers that require ``X-Visivo-Token`` (every one except SAMP).
+AUTHENTICATED_ROUTERS = [meta.router, files.router, datasets.router, cube.router, products.router, tasks.router]
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        if loc and loc[0] in ("body", "query", "path", "header"):
+            loc = loc[1:]
+        field = ".".join(loc) or "body"
+        parts.append(f"field '{field}': {err.get('msg', 'invalid')}")
+    return "Invalid request: " + "; ".join(parts)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application. The runtime (token, backend, pools) is created at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        conf = settings or Settings()
+        token = resolve_token(conf.token)
+        write_token_file(conf.token_file, token)
+        runtime = build_runtime(conf, token)
+        app.state.runtime = runtime
+        if not conf.token:
+            print(f"VisIVO server token: {token} (written to {conf.token_file})", flush=True)
+        log.info("backend=%s roots=%s output=%s", runtime.backend.name, runtime.roots, conf.output_dir)
+        try:
+            yield
+        finally:
+            runtime.tasks.cancel_all()
+            runtime.dispatcher.shutdown()
+            runtime.sessions.close_all()
+
+    app = FastAPI(
+        title="VisIVO GPU compute server",
+        version=VERSION,
+        lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> SafeJSONResponse:
+        return SafeJSONResponse(failure(exc.message), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> SafeJSONResponse:
+        return SafeJSONResponse(failure(_validation_message(exc)), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> SafeJSONResponse:
+        return SafeJSONResponse(failure(str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> SafeJSONResponse:
+        log.exception("unhandled error")
+        return SafeJSONResponse(failure(f"Internal error: {type(exc).__name__}"), status_code=500)
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next):  # noqa: ANN001, ANN202
+        rid = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = rid
+        return response
+
+    for router in AUTHENTICATED_ROUTERS:
+        app.include_router(router, dependencies=[Depends(require_token)])
+
+    @app.get("/v1/openapi.json", dependencies=[Depends(require_token)], include_in_schema=False)
+    async def openapi() -> dict:
+        return app.openapi()
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,38 @@
+"""Asynchronous tasks: create (moment, PV), poll, cancel."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from app.deps import get_runtime
+from app.routers.cube import PvRequest, pv_operation
+from app.routers.products import MomentRequest, moment_operation
+from app.runtime import Runtime
+from app.services.operations import start_task
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+
+@router.post("/moment")
+async def task_moment(body: MomentRequest, request: Request, runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Queue a moment map; same body as ``/v1/products/moment``."""
+    return start_task(runtime, moment_operation(runtime, request, body))
+
+
+@router.post("/pv")
+async def task_pv(body: PvRequest, request: Request, runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Queue a PV diagram; same body as ``/v1/cube/pv``."""
+    return start_task(runtime, pv_operation(runtime, request, body))
+
+
+@router.get("/{task_id}")
+async def task_status(task_id: str, runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Status, progress (0–1) and, when done, the full result."""
+    return runtime.tasks.describe(runtime.tasks.get(task_id))
+
+
+@router.delete("/{task_id}")
+async def task_delete(task_id: str, runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Cancel (the job stops at its next chunk and frees its slot) and remove."""
+    record = await runtime.tasks.delete(task_id)
+    return {"valid": True, "error": "", "task_id": record.task_id, "deleted": True}

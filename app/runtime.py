@@ -1,0 +1,84 @@
+"""The server's live state, built once at start-up and kept on ``app.state.runtime``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.compute.backend import Backend, select_backend
+from app.compute.dispatch import Dispatcher, JobContext
+from app.compute.product_cache import ProductCache
+from app.compute.residency import ResidentCubes
+from app.compute.slab_runner import upload_cube
+from app.services.sessions import SessionRegistry
+from app.services.tasks import TaskRegistry
+from app.settings import Settings
+
+VERSION = "0.1.0"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    token: str
+    backend: Backend
+    dispatcher: Dispatcher
+    sessions: SessionRegistry = field(default_factory=SessionRegistry)
+    cache: ProductCache = field(default_factory=lambda: ProductCache(64))
+    tasks: TaskRegistry = field(default_factory=lambda: TaskRegistry(3600))
+    residency: ResidentCubes = field(default_factory=lambda: ResidentCubes(lambda device: 0))
+    started_at: float = field(default_factory=time.time)
+    version: str = VERSION
+
+    def resident_cube(self, dataset: Any) -> Callable[[JobContext], Callable[[], Any] | None]:
+        """For a job context: a getter of the dataset's device-resident cube (``None`` on the CPU)."""
+
+        def for_context(ctx: JobContext) -> Callable[[], Any] | None:
+            if not ctx.on_gpu:
+                return None
+            source = dataset.handle.source
+
+            def get() -> Any:
+                return self.residency.get_or_upload(
+                    ctx.device, dataset.version_key, source.nbytes, lambda: upload_cube(source, ctx.chunk_bytes)
+                )
+
+            return get
+
+        return for_context
+
+    @property
+    def roots(self) -> tuple:
+        """Readable roots: the data roots plus the output directory (products are re-openable)."""
+        roots = list(self.settings.data_root_paths)
+        out = self.settings.output_dir.resolve()
+        if out not in roots:
+            roots.append(out)
+        return tuple(roots)
+
+
+def build_runtime(settings: Settings, token: str, backend: Backend | None = None) -> Runtime:
+    """Select the backend and build the dispatcher, registries and cache."""
+    backend = backend or select_backend(settings.backend)
+    dispatcher = Dispatcher(
+        backend,
+        workers=settings.workers,
+        heavy_slots=settings.effective_heavy_slots,
+        gpu_slots_per_device=settings.gpu_slots_per_device,
+        queue_limit=settings.heavy_queue_limit,
+        chunk_bytes=settings.chunk_megabytes << 20,
+    )
+    settings.output_dir.mkdir(parents=True, exist_ok=True)
+    totals = {d.index: d.total_memory for d in backend.devices}
+    fraction = settings.gpu_memory_fraction
+    return Runtime(
+        residency=ResidentCubes(lambda device: int(fraction * totals.get(device, 0))),
+        settings=settings,
+        token=token,
+        backend=backend,
+        dispatcher=dispatcher,
+        cache=ProductCache(settings.product_cache_capacity),
+        tasks=TaskRegistry(settings.task_ttl_seconds, settings.task_status_style),
+    )

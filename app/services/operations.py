@@ -1,0 +1,82 @@
+"""Running operations: product cache, interactive/heavy dispatch and async tasks in one place.
+
+A route describes an operation by its name (a key of the capability table), the
+datasets it reads, its canonical parameters and a job ``job(ctx) -> dict``. This module
+serves a cached result when one exists (``cache_hit: true``), otherwise runs the job on
+the right tier and caches what it returns.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.compute.capabilities import CAPABILITIES
+from app.compute.dispatch import JobContext
+from app.compute.product_cache import product_key
+from app.responses import ok
+from app.runtime import Runtime
+from app.services.sessions import Dataset
+from app.services.tasks import TaskRecord
+
+Job = Callable[[JobContext], dict[str, Any]]
+
+
+@dataclass
+class Operation:
+    """One request for a computed product."""
+
+    name: str
+    datasets: list[Dataset]
+    params: dict[str, Any]
+    job: Job
+    cacheable: bool = True
+    extra_key: list[str] = field(default_factory=list)
+
+    def key(self) -> str:
+        return product_key(self.name, [d.version_key for d in self.datasets] + self.extra_key, self.params)
+
+
+async def execute(
+    runtime: Runtime,
+    op: Operation,
+    *,
+    progress: Callable[[float], None] | None = None,
+    cancel_event: threading.Event | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Run (or fetch from the cache) an operation; returns ``(body, cache_hit)``."""
+    key = op.key() if op.cacheable else None
+    if key is not None:
+        cached = runtime.cache.get(key)
+        if cached is not None:
+            return {**cached, "cache_hit": True}, True
+    cap = CAPABILITIES[op.name]
+    gpu = runtime.backend.runs_on_gpu(op.name)
+    if cap.tier == "heavy":
+        result = await runtime.dispatcher.run_heavy(op.job, cancel_event=cancel_event, progress=progress, gpu=gpu)
+    else:
+        result = await runtime.dispatcher.run_interactive_job(op.job, gpu=gpu)
+    body = ok(result)
+    if key is not None:
+        runtime.cache.put(key, body)
+    return {**body, "cache_hit": False}, False
+
+
+async def run_sync(runtime: Runtime, op: Operation) -> dict[str, Any]:
+    body, _ = await execute(runtime, op)
+    return body
+
+
+def start_task(runtime: Runtime, op: Operation) -> dict[str, Any]:
+    """Queue the operation as an async task; the answer carries ``task_id``."""
+    cached = runtime.cache.get(op.key()) if op.cacheable else None
+
+    async def work(record: TaskRecord) -> tuple[dict[str, Any], bool]:
+        return await execute(runtime, op, progress=record.set_progress, cancel_event=record.cancel_event)
+
+    record = runtime.tasks.create(op.name, work)
+    described = runtime.tasks.describe(record)
+    return ok(task_id=record.task_id, status=described["status"], operation=op.name,
+              cache_hit=cached is not None)

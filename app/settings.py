@@ -1,0 +1,73 @@
+"""Server settings, read once from ``VISIVO_*`` environment variables.
+
+Every field is documented in the README's settings table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The built-in demo data root (real VLA data + generated catalogue/VBT), used when
+#: ``VISIVO_DATA_ROOTS`` is not set.
+DEMO_DATA_ROOT = Path(__file__).resolve().parent / "demo_data"
+
+
+class Settings(BaseSettings):
+    """All tunables of the server (environment prefix ``VISIVO_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="VISIVO_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    data_roots: str = Field(
+        "",
+        description="Directories the file routes may read, separated by ':' or ','. Empty: the demo data.",
+    )
+    output_dir: Path = Field(Path("~/.visivo/output"), description="Where products (FITS) are written.")
+    token: str | None = Field(None, description="Fixed API token; random per start when unset.")
+    token_file: Path = Path("~/.visivo_token")
+    workers: int = Field(4, ge=1, le=256)
+    heavy_slots: int | None = Field(None, ge=1, description="Concurrent heavy jobs on CPU; max(1, workers-1).")
+    heavy_queue_limit: int = Field(32, ge=0, description="Heavy jobs allowed to wait for a slot before 'busy'.")
+    backend: Literal["auto", "gpu", "cpu"] = "auto"
+    gpu_slots_per_device: int = Field(2, ge=1)
+    gpu_memory_fraction: float = Field(
+        0.5, gt=0.0, le=0.95, description="Fraction of free device memory the resident-cube cache may use."
+    )
+    task_ttl_seconds: int = Field(3600, ge=0, description="Task entries expire this long after last touch; 0 = never.")
+    task_status_style: Literal["reference", "legacy"] = Field(
+        "reference", description="'reference': done/error; 'legacy': completed/failed (older desktop clients)."
+    )
+    product_cache_capacity: int = Field(64, ge=0)
+    linewidth_chunks: int | None = Field(None, ge=1, description="Row chunks of a line-width job; default workers.")
+    linewidth_snr: float = Field(3.0, ge=0.0)
+    chunk_megabytes: int = Field(64, ge=1, description="Per-chunk memory budget of heavy CPU work (MiB).")
+    log_level: str = "info"
+
+    @field_validator("output_dir", "token_file", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return Path(os.path.expanduser(str(value)))
+
+    @cached_property
+    def data_root_paths(self) -> tuple[Path, ...]:
+        """The configured data roots, resolved; the demo root when none is configured."""
+        raw = [p for chunk in self.data_roots.replace(",", os.pathsep).split(os.pathsep) if (p := chunk.strip())]
+        roots = [Path(os.path.expanduser(p)).resolve() for p in raw] or [DEMO_DATA_ROOT]
+        return tuple(roots)
+
+    @property
+    def effective_heavy_slots(self) -> int:
+        """Heavy slots: the explicit setting, else ``max(1, workers - 1)``."""
+        return self.heavy_slots if self.heavy_slots is not None else max(1, self.workers - 1)
+
+    @property
+    def effective_linewidth_chunks(self) -> int:
+        """Row chunks of a line-width computation: the explicit setting, else ``workers``."""
+        return self.linewidth_chunks if self.linewidth_chunks is not None else self.workers

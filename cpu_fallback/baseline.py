@@ -1,0 +1,185 @@
+"""Per-pixel spectral baseline fit and subtraction on the CPU (NumPy reference).
+
+Backs ``POST /v1/spectral/baseline/{session_id}/{dataset_id}`` (client contract §6.3). The
+service crops the channel range, turns ``line_free_channels`` (flat list or inclusive ranges)
+into sorted unique channel indices of the cropped cube and passes them here.
+
+Model, per spatial pixel ``p`` and channel ``c`` (shared with :mod:`gpu_kernels.baseline`):
+
+* ``polynomial``: ``b_p(c) = sum_k a_pk P_k(t(c))`` with Legendre polynomials ``P_k``,
+  ``k = 0..order``, on the rescaled channel coordinate
+  ``t(c) = (2 c - (c_lo + c_hi)) / (c_hi - c_lo)`` so the line-free span ``[c_lo, c_hi]``
+  maps to ``[-1, 1]`` (``t = 0`` for a single line-free channel). The coefficients minimise
+  ``sum_{c in L, I_pc finite} (I_pc - b_p(c))^2``; a least-squares polynomial does not depend
+  on the basis, so this equals a monomial fit in raw channel numbers (CASA ``imcontsub``).
+* ``median``: ``b_p = median{I_pc : c in L, I_pc finite}`` (order 0, robust).
+
+Pixels with fewer than ``order + 2`` finite line-free samples (2 for ``median``) are NaN in
+every channel. Everything is float64 inside; the subtracted cube is float32.
+
+Batched least squares: the normal equations ``G_p a_p = r_p`` with
+``G_p = sum_c w_pc v_c v_c^T`` and ``r_p = sum_c w_pc I_pc v_c`` (``v_c`` the Legendre row,
+``w_pc`` 1 for finite samples) are formed for all pixels with two matrix products and solved by
+a batched Cholesky factorisation (``(order+1)^2`` small array operations, no pixel loop).
+
+Chunking: every pixel is independent, so a y-slab gives the whole-cube result for its pixels;
+the line-free RMS is a reduction with ``baseline_rms_combine``/``baseline_rms_finalize``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_Array = np.ndarray
+_METHODS = ("polynomial", "median")
+
+
+def fit_baseline(cube: _Array, line_free: _Array, *, order: int = 1, method: str = "polynomial") -> _Array:
+    """Per-pixel baseline coefficients over the line-free channels.
+
+    Parameters
+    ----------
+    cube : numpy.ndarray
+        ``(nz, ny, nx)`` intensities; non-finite values are blank.
+    line_free : numpy.ndarray
+        1-D integer channel indices into axis 0 (duplicates ignored).
+    order : int, optional
+        Polynomial order ``>= 0`` (ignored for ``median``). Default 1.
+    method : {"polynomial", "median"}, optional
+        Default ``"polynomial"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(order + 1, ny, nx)`` Legendre coefficients ``a_k`` on ``t`` (see module
+        notes), or ``(1, ny, nx)`` medians; NaN for pixels with too few usable samples.
+
+    Raises
+    ------
+    ValueError
+        Bad cube shape, method or order; indices out of range; fewer than ``order + 2``
+        distinct line-free channels.
+    """
+    a = np.asarray(cube)
+    lf, k = _check(a, line_free, order, method)
+    npix = a.shape[1] * a.shape[2]
+    y = np.asarray(a.reshape(a.shape[0], npix)[lf], dtype=np.float64)  # (nL, npix)
+    fin = np.isfinite(y)
+    n = fin.sum(axis=0)
+    y[~fin] = 0.0
+    if method == "median":
+        coef = _median_rows(np.where(fin, y, np.inf).T, n)[None, :]
+    else:
+        v = np.polynomial.legendre.legvander(_t(lf, lf), k - 1)  # (nL, k)
+        gram = (fin.T.astype(np.float64) @ (v[:, :, None] * v[:, None, :]).reshape(len(lf), k * k))
+        coef = _cholesky_solve(gram.reshape(npix, k, k), (y.T @ v)).T  # (k, npix)
+    coef[:, n < k + 1] = np.nan
+    return coef.reshape(-1, a.shape[1], a.shape[2])
+
+
+def subtract_baseline(
+    cube: _Array, line_free: _Array, *, order: int = 1, method: str = "polynomial"
+) -> tuple[_Array, _Array]:
+    """Subtract the fitted baseline from every channel of every pixel.
+
+    Parameters
+    ----------
+    cube, line_free, order, method
+        As for :func:`fit_baseline`.
+
+    Returns
+    -------
+    residual : numpy.ndarray
+        ``(nz, ny, nx)`` float32 ``I_pc - b_p(c)`` (extrapolated outside ``[c_lo, c_hi]``);
+        NaN where ``I_pc`` is blank or the pixel has too few usable samples.
+    rms_partial : numpy.ndarray
+        float64 ``(3,)``: ``[sum I^2, sum (I - b)^2, n]`` over the finite line-free samples of
+        the fitted pixels; reduce with :func:`baseline_rms_combine` and
+        :func:`baseline_rms_finalize`.
+    """
+    a = np.asarray(cube)
+    coef = fit_baseline(a, line_free, order=order, method=method)
+    lf = np.unique(np.asarray(line_free, dtype=np.int64))
+    nz, npix = a.shape[0], a.shape[1] * a.shape[2]
+    c = coef.reshape(coef.shape[0], npix)
+    if method == "median":
+        base = np.broadcast_to(c, (nz, npix))
+    else:
+        base = np.polynomial.legendre.legvander(_t(np.arange(nz), lf), c.shape[0] - 1) @ c
+    y = np.asarray(a.reshape(nz, npix), dtype=np.float64)
+    res = y - base
+    sel = np.isfinite(res[lf])
+    before, after = np.where(sel, y[lf], 0.0), np.where(sel, res[lf], 0.0)
+    part = np.array([np.sum(before * before), np.sum(after * after), float(sel.sum())])
+    return res.astype(np.float32).reshape(a.shape), part
+
+
+def baseline_rms_combine(a: _Array, b: _Array) -> _Array:
+    """Combine two ``rms_partial`` arrays of :func:`subtract_baseline` (elementwise sum)."""
+    return np.asarray(a, dtype=np.float64) + np.asarray(b, dtype=np.float64)
+
+
+def baseline_rms_finalize(partial: _Array) -> _Array:
+    """Line-free RMS before and after subtraction from a (combined) ``rms_partial``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(2,)``: ``[sqrt(sum I^2 / n), sqrt(sum (I - b)^2 / n)]`` in data units; NaN
+        when ``n == 0``.
+    """
+    p = np.asarray(partial, dtype=np.float64)
+    if p[2] <= 0:
+        return np.full(2, np.nan)
+    return np.sqrt(p[:2] / p[2])
+
+
+def _check(a: np.ndarray, line_free, order: int, method: str) -> tuple[np.ndarray, int]:
+    """Validate the inputs; return sorted unique line-free indices and the number of terms."""
+    if a.ndim != 3:
+        raise ValueError(f"expected a (spectral, y, x) cube, got shape {a.shape}")
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    if int(order) != order or order < 0:
+        raise ValueError(f"order must be a non-negative integer, got {order!r}")
+    k = 1 if method == "median" else int(order) + 1
+    lf = np.unique(np.asarray(line_free, dtype=np.int64).ravel())
+    if lf.size and (lf[0] < 0 or lf[-1] >= a.shape[0]):
+        raise ValueError(f"line-free channel indices must lie in [0, {a.shape[0] - 1}]")
+    if lf.size < k + 1:
+        raise ValueError(f"{lf.size} line-free channels are too few for {method} order {k - 1}")
+    return lf, k
+
+
+def _t(c: np.ndarray, lf: np.ndarray) -> np.ndarray:
+    """Channel coordinate rescaled so the line-free span ``[lf[0], lf[-1]]`` is ``[-1, 1]``."""
+    lo, hi = float(lf[0]), float(lf[-1])
+    c = np.asarray(c, dtype=np.float64)
+    return (2.0 * c - (lo + hi)) / (hi - lo) if hi > lo else np.zeros_like(c)
+
+
+def _cholesky_solve(g: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Solve the SPD systems ``g[p] x[p] = r[p]`` (``(n, k, k)``, ``(n, k)``); NaN if singular."""
+    n, k = r.shape
+    low = np.zeros_like(g)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for j in range(k):
+            d = g[:, j, j] - np.sum(low[:, j, :j] ** 2, axis=1)
+            low[:, j, j] = np.sqrt(np.where(d > 0, d, np.nan))
+            for i in range(j + 1, k):
+                low[:, i, j] = (g[:, i, j] - np.sum(low[:, i, :j] * low[:, j, :j], axis=1)) / low[:, j, j]
+        z = np.empty((n, k))
+        for i in range(k):
+            z[:, i] = (r[:, i] - np.sum(low[:, i, :i] * z[:, :i], axis=1)) / low[:, i, i]
+        x = np.empty((n, k))
+        for i in range(k - 1, -1, -1):
+            x[:, i] = (z[:, i] - np.sum(low[:, i + 1 :, i] * x[:, i + 1 :], axis=1)) / low[:, i, i]
+    return x
+
+
+def _median_rows(s: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Median of the first ``n`` finite values of each row (blanks already ``+inf``)."""
+    s = np.sort(s, axis=1)
+    lo, hi = ((np.maximum(n, 1) - 1) // 2)[:, None], (n // 2)[:, None]
+    med = 0.5 * (np.take_along_axis(s, lo, 1) + np.take_along_axis(s, hi, 1))[:, 0]
+    return np.where(n > 0, med, np.nan)
