@@ -18,14 +18,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.auth import require_token, resolve_token, write_token_file
 from app.errors import ApiError
 from app.responses import SafeJSONResponse, failure
-from app.routers import cube, datasets, files, meta, products, tasks
+from app.routers import cube, datasets, files, meta, products, spectral, tasks
 from app.runtime import VERSION, build_runtime
 from app.settings import Settings
 
 log = logging.getLogger("visivo")
 
 #: Routers that require ``X-Visivo-Token`` (every one except SAMP).
-AUTHENTICATED_ROUTERS = [meta.router, files.router, datasets.router, cube.router, products.router, tasks.router]
+AUTHENTICATED_ROUTERS = [
+    meta.router, files.router, datasets.router, cube.router, products.router, spectral.router, tasks.router,
+]
 
 
 def _validation_message(exc: RequestValidationError) -> str:

@@ -29,6 +29,8 @@ class Runtime:
     cache: ProductCache = field(default_factory=lambda: ProductCache(64))
     tasks: TaskRegistry = field(default_factory=lambda: TaskRegistry(3600))
     residency: ResidentCubes = field(default_factory=lambda: ResidentCubes(lambda device: 0))
+    #: Last line-width result per dataset id (for ``GET /v1/spectral/linewidth/{dataset_id}``).
+    last_linewidth: dict[str, dict] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     version: str = VERSION
 

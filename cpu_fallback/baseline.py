@@ -32,6 +32,7 @@ import numpy as np
 
 _Array = np.ndarray
 _METHODS = ("polynomial", "median")
+_BLOCK_ELEMENTS = 1 << 20
 
 
 def fit_baseline(cube: _Array, line_free: _Array, *, order: int = 1, method: str = "polynomial") -> _Array:
@@ -62,19 +63,13 @@ def fit_baseline(cube: _Array, line_free: _Array, *, order: int = 1, method: str
     """
     a = np.asarray(cube)
     lf, k = _check(a, line_free, order, method)
-    npix = a.shape[1] * a.shape[2]
-    y = np.asarray(a.reshape(a.shape[0], npix)[lf], dtype=np.float64)  # (nL, npix)
-    fin = np.isfinite(y)
-    n = fin.sum(axis=0)
-    y[~fin] = 0.0
-    if method == "median":
-        coef = _median_rows(np.where(fin, y, np.inf).T, n)[None, :]
-    else:
-        v = np.polynomial.legendre.legvander(_t(lf, lf), k - 1)  # (nL, k)
-        gram = (fin.T.astype(np.float64) @ (v[:, :, None] * v[:, None, :]).reshape(len(lf), k * k))
-        coef = _cholesky_solve(gram.reshape(npix, k, k), (y.T @ v)).T  # (k, npix)
-    coef[:, n < k + 1] = np.nan
-    return coef.reshape(-1, a.shape[1], a.shape[2])
+    nz, npix = a.shape[0], a.shape[1] * a.shape[2]
+    flat = a.reshape(nz, npix)
+    v = np.polynomial.legendre.legvander(_t(lf, lf), k - 1)
+    coef = np.empty((k, npix))
+    for sl in _blocks(npix, nz):
+        coef[:, sl] = _fit_block(np.asarray(flat[lf, sl], dtype=np.float64), v, method)
+    return coef.reshape(k, a.shape[1], a.shape[2])
 
 
 def subtract_baseline(
@@ -98,20 +93,22 @@ def subtract_baseline(
         :func:`baseline_rms_finalize`.
     """
     a = np.asarray(cube)
-    coef = fit_baseline(a, line_free, order=order, method=method)
-    lf = np.unique(np.asarray(line_free, dtype=np.int64))
+    lf, k = _check(a, line_free, order, method)
     nz, npix = a.shape[0], a.shape[1] * a.shape[2]
-    c = coef.reshape(coef.shape[0], npix)
-    if method == "median":
-        base = np.broadcast_to(c, (nz, npix))
-    else:
-        base = np.polynomial.legendre.legvander(_t(np.arange(nz), lf), c.shape[0] - 1) @ c
-    y = np.asarray(a.reshape(nz, npix), dtype=np.float64)
-    res = y - base
-    sel = np.isfinite(res[lf])
-    before, after = np.where(sel, y[lf], 0.0), np.where(sel, res[lf], 0.0)
-    part = np.array([np.sum(before * before), np.sum(after * after), float(sel.sum())])
-    return res.astype(np.float32).reshape(a.shape), part
+    flat = a.reshape(nz, npix)
+    v = np.polynomial.legendre.legvander(_t(lf, lf), k - 1)
+    vall = np.polynomial.legendre.legvander(_t(np.arange(nz), lf), k - 1)
+    out = np.empty((nz, npix), dtype=np.float32)
+    part = np.zeros(3)
+    for sl in _blocks(npix, nz):
+        y = np.asarray(flat[:, sl], dtype=np.float64)
+        coef = _fit_block(y[lf], v, method)
+        res = np.where(np.isfinite(y), y - (vall @ coef), np.nan)
+        out[:, sl] = res
+        sel = np.isfinite(res[lf])
+        before, after = np.where(sel, y[lf], 0.0), np.where(sel, res[lf], 0.0)
+        part += [np.sum(before * before), np.sum(after * after), np.count_nonzero(sel)]
+    return out.reshape(a.shape), part
 
 
 def baseline_rms_combine(a: _Array, b: _Array) -> _Array:
@@ -149,6 +146,26 @@ def _check(a: np.ndarray, line_free, order: int, method: str) -> tuple[np.ndarra
     if lf.size < k + 1:
         raise ValueError(f"{lf.size} line-free channels are too few for {method} order {k - 1}")
     return lf, k
+
+
+def _blocks(npix: int, nz: int):
+    """Column slices of about ``2**20`` samples (temporaries stay small and reusable)."""
+    step = max(1, _BLOCK_ELEMENTS // max(1, nz))
+    return [slice(i, min(i + step, npix)) for i in range(0, npix, step)]
+
+
+def _fit_block(y: np.ndarray, v: np.ndarray, method: str) -> np.ndarray:
+    """Coefficients ``(k, B)`` for line-free samples ``y`` ``(nL, B)`` (NaN-blanked) and basis ``v``."""
+    nl, k = v.shape
+    fin = np.isfinite(y)
+    n = fin.sum(axis=0)
+    if method == "median":
+        coef = _median_rows(np.where(fin, y, np.inf).T, n)[None, :]
+    else:
+        w = fin.astype(np.float64)
+        gram = w.T @ (v[:, :, None] * v[:, None, :]).reshape(nl, k * k)
+        coef = _cholesky_solve(gram.reshape(-1, k, k), np.where(fin, y, 0.0).T @ v).T
+    return np.where((n < k + 1)[None, :], np.nan, coef)
 
 
 def _t(c: np.ndarray, lf: np.ndarray) -> np.ndarray:

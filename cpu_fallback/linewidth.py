@@ -16,8 +16,9 @@ Per spatial pixel, over the *used* samples (finite, and ``>= threshold`` when on
 
 Fit (shared step for step with :mod:`gpu_kernels.linewidth`): the axis is mapped to
 ``u = (v - c) / h`` (``c`` centre, ``h`` half-span of ``coords``) and the data divided by the
-pixel's peak. Start: ``A0 = 1``, ``mu0`` = first moment and ``sigma0 = W / 2.3548`` with ``W``
-the summed width of the channels above half the peak. Levenberg-Marquardt with Marquardt
+pixel's peak. Start (moment estimates over the channels above half the peak): ``A0 = 1``,
+``mu0`` = their intensity-weighted mean coordinate, ``sigma0 = W / 2.3548`` with ``W`` their
+summed width. Levenberg-Marquardt with Marquardt
 damping ``(J^T J + lambda diag(J^T J)) delta = J^T r`` (``lambda0 = 1e-3``, /10 after an
 accepted step, x10 after a rejected one), 3x3 systems solved by an explicit Cholesky
 factorisation for all pixels at once. Converged when an accepted step changes ``chi^2`` by at
@@ -26,9 +27,11 @@ parameter by at most ``1e-9`` of its scale (``|A|``, ``|sigma|``, ``|sigma|``), 
 ``lambda > 1e12`` (no descent left). Not converged after ``max_iter`` steps, fewer than 4 used
 samples, ``A <= 0``, ``mu`` outside the axis or ``sigma`` not in ``(0, span]`` -> FWHM NaN.
 
-Vectorisation: all candidate pixels are fitted together, in blocks of about ``2**15``
-samples so the temporaries stay in cache; converged pixels leave the block. Each pixel's
-arithmetic is independent of the others, so a y-slab chunk gives exactly the whole-cube result.
+Vectorisation: one LM state (arrays of parameters, damping, ``chi^2``, ``J^T J``, ``J^T r``) for
+all candidate pixels; each step evaluates the model in blocks of about ``2**15`` samples so the
+temporaries stay in cache, and converged pixels leave the active set. No loop over pixels.
+Each pixel's arithmetic is independent of the others, so a y-slab chunk gives exactly the
+whole-cube result.
 """
 
 from __future__ import annotations
@@ -46,9 +49,7 @@ _MIN_SAMPLES = 4
 _BLOCK_ELEMENTS = 1 << 15
 
 
-def equivalent_width(
-    cube: _Array, widths: _Array, *, snr_cut: float = 0.0, threshold: float | None = None
-) -> _Array:
+def equivalent_width(cube: _Array, widths: _Array, *, snr_cut: float = 0.0, threshold: float | None = None) -> _Array:
     """Equivalent-width map ``EW = sum(I dv) / max(I)`` of a ``(spectral, y, x)`` cube.
 
     Parameters
@@ -108,13 +109,15 @@ def gaussian_linewidth(
     shape = np.shape(cube)[1:]
     y, w, peak, ok, ew = _prepare(cube, widths, snr_cut, threshold)
     x = np.asarray(coords, dtype=np.float64)
+    if x.shape != (y.shape[1],):
+        raise ValueError(f"coords must have shape ({y.shape[1]},), got {x.shape}")
     centre, half = _axis_scale(x)
     u = (x - centre) / half
     dv = np.asarray(widths, dtype=np.float64) / half
     fwhm = np.full(y.shape[0], np.nan)
     cand = np.flatnonzero(ok & (w.sum(axis=1) >= _MIN_SAMPLES))
     if cand.size:
-        yc, wc = y[cand] / peak[cand, None], w[cand]
+        yc, wc = y[cand] * (1.0 / peak[cand])[:, None], w[cand]
         a, mu, sig, good = _lm_fit(u, dv, yc, None if wc.all() else wc, max_iter)
         span = float(u.max() - u.min())
         good &= (a > 0) & (mu >= u.min()) & (mu <= u.max()) & (sig > 0) & (sig <= span)
@@ -130,7 +133,7 @@ def _axis_scale(x: np.ndarray) -> tuple[float, float]:
 
 
 def _prepare(cube, widths, snr_cut, threshold):
-    """Spectra as float64 ``(npix, nz)`` rows (blanks 0), use mask, peak, candidate flag, EW."""
+    """Spectra as float64 ``(npix, nz)`` rows (unused samples 0), bool use mask, peak, candidate, EW."""
     a = np.asarray(cube)
     if a.ndim != 3:
         raise ValueError(f"expected a (spectral, y, x) cube, got shape {a.shape}")
@@ -151,7 +154,7 @@ def _prepare(cube, widths, snr_cut, threshold):
         ok &= peak >= snr_cut * noise
     with np.errstate(invalid="ignore", divide="ignore"):
         ew = np.where(ok, m0 / peak, np.nan)
-    return y, use.astype(np.float64), peak, ok, ew
+    return y, use, peak, ok, ew
 
 
 def _row_mad(y: np.ndarray, fin: np.ndarray) -> np.ndarray:

@@ -61,6 +61,11 @@ CAPABILITIES: dict[str, Capability] = {
     "moment": Capability("moments", True, "heavy", "y-slab", 16.0, "fused single pass, float64 accumulation"),
     "moment_casa": Capability("casa_moments", True, "heavy", "y-slab", 24.0, "CASA immoments numbering"),
     "pv": Capability("pv", True, "heavy", "none", 4.0, "box sampling across the path (CARTA-style)"),
+    "linewidth": Capability("linewidth", True, "heavy", "y-slab", 48.0, "batched Levenberg-Marquardt Gaussian fit"),
+    "baseline": Capability("baseline", True, "heavy", "y-slab", 24.0, "batched least squares, Legendre basis"),
+    "stacking": Capability("stacking", True, "heavy", "cube", 8.0, "partial/combine/finalize mean spectra"),
+    "isosurface": Capability("isosurface", True, "heavy", "none", 12.0,
+                             "CPU: scikit-image marching cubes (Lorensen); GPU: own CuPy kernel"),
 }
 
 

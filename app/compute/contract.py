@@ -28,6 +28,10 @@ KERNEL_MODULES: tuple[str, ...] = (
     "casa_moments",
     "noise",
     "pv",
+    "linewidth",
+    "baseline",
+    "stacking",
+    "isosurface",
 )
 
 
@@ -46,4 +50,8 @@ PARITY_TOLERANCE: dict[str, Tolerance] = {
     "casa_moments": Tolerance(rtol=2e-5, atol=1e-6),
     "noise": Tolerance(rtol=1e-6),
     "pv": Tolerance(rtol=1e-6, atol=1e-7),
+    "linewidth": Tolerance(rtol=1e-5),
+    "baseline": Tolerance(rtol=1e-6, atol=1e-6),
+    "stacking": Tolerance(rtol=1e-6),
+    "isosurface": Tolerance(rtol=0.0, atol=1e-5),
 }

@@ -41,6 +41,7 @@ def map_over_slabs(
     *,
     bytes_per_voxel: float = 16.0,
     resident: Callable[[], Any | None] | None = None,
+    rows: slice | None = None,
 ) -> dict[Any, np.ndarray]:
     """Apply ``compute(block) -> {name: (rows, nx) map}`` to every y-slab and assemble full maps.
 
@@ -58,21 +59,25 @@ def map_over_slabs(
         Input plus working memory per voxel, for sizing the slabs.
     resident
         On GPU: returns the device-resident whole cube, or ``None`` to stream.
+    rows
+        Restrict to these rows (step 1); the maps then have ``rows`` rows.
     """
     nz = len(range(*z.indices(source.shape[0])))
-    _, ny, nx = source.shape
+    _, ny_full, nx = source.shape
+    y0, y1, _ = (rows or slice(None)).indices(ny_full)
+    ny = y1 - y0
     if ctx.on_gpu and resident is not None:
         cube = resident()
         if cube is not None:
             ctx.progress(0.0)
-            maps = {k: to_host(v) for k, v in compute(cube[z]).items()}  # sync
+            maps = {k: to_host(v) for k, v in compute(cube[z, y0:y1]).items()}  # sync
             ctx.progress(1.0)
             return maps
     slabs = y_slabs((nz, ny, nx), ctx.chunk_bytes, bytes_per_voxel=bytes_per_voxel)
     out: dict[Any, np.ndarray] = {}
     for i, ys in enumerate(slabs):
         ctx.check_cancelled()
-        block = source.read(z=z, y=ys)
+        block = source.read(z=z, y=slice(y0 + ys.start, y0 + ys.stop))
         if ctx.on_gpu:
             import cupy  # noqa: PLC0415
 

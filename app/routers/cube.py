@@ -88,7 +88,7 @@ async def cube_noise(body: RegionRequest, request: Request, runtime: Runtime = D
     dataset = dataset_for(request, body.dataset_id)
     z0, z1 = body.channels()
     bounds = {"x0": body.x0, "x1": body.x1, "y0": body.y0, "y1": body.y1, "z0": z0, "z1": z1}
-    op = Operation("noise", [dataset], bounds, lambda ctx: noise.channel_noise(ctx, dataset, **bounds))
+    op = Operation("noise", [dataset], bounds, job=lambda ctx: noise.channel_noise(ctx, dataset, **bounds))
     return await run_sync(runtime, op)
 
 
@@ -101,7 +101,7 @@ def pv_operation(runtime: Runtime, request: Request, body: PvRequest) -> Operati
     resident = runtime.resident_cube(dataset)
     return Operation(
         "pv", [dataset], params,
-        lambda ctx: pv.pv_diagram(ctx, dataset, vertices_px=vertices, width_pixels=body.width_pixels,
+        job=lambda ctx: pv.pv_diagram(ctx, dataset, vertices_px=vertices, width_pixels=body.width_pixels,
                                   compression=comp, resident=resident(ctx)),
     )
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.deps import dataset_for, get_runtime
 from app.errors import InvalidRequest
 from app.runtime import Runtime
+from app.services import isosurface as iso
 from app.services import moments
 from app.services.cube_reads import clamp_range, require_cube
 from app.services.encoding import check_compression
@@ -80,7 +81,7 @@ def moment_operation(runtime: Runtime, request: Request, body: MomentRequest) ->
     op_name = "moment_casa" if convention == "casa" else "moment"
     resident = runtime.resident_cube(dataset)
     output_dir = runtime.settings.output_dir
-    return Operation(op_name, [dataset], key, lambda ctx: moments.moment_product(
+    return Operation(op_name, [dataset], key, job=lambda ctx: moments.moment_product(
         ctx, dataset, params, save=body.save, output_dir=output_dir, compression=comp, resident=resident(ctx)))
 
 
@@ -88,3 +89,27 @@ def moment_operation(runtime: Runtime, request: Request, body: MomentRequest) ->
 async def moment(body: MomentRequest, request: Request, runtime: Runtime = Depends(get_runtime)) -> dict:
     """Moment map over an inclusive channel range (see the order table in the README)."""
     return await run_sync(runtime, moment_operation(runtime, request, body))
+
+
+class IsosurfaceRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    dataset_id: str
+    threshold: float
+    step: int = Field(1, ge=1, le=64)
+    compression: str | None = None
+
+
+def isosurface_operation(runtime: Runtime, request: Request, body: IsosurfaceRequest) -> Operation:
+    dataset = dataset_for(request, body.dataset_id)
+    require_cube(dataset)
+    comp = check_compression(body.compression)
+    resident = runtime.resident_cube(dataset)
+    return Operation("isosurface", [dataset], {"threshold": body.threshold, "step": body.step, "compression": comp},
+                     job=lambda ctx: iso.isosurface(ctx, dataset, threshold=body.threshold, step=body.step,
+                                                    compression=comp, resident=resident(ctx)))
+
+
+@router.post("/isosurface")
+async def isosurface(body: IsosurfaceRequest, request: Request, runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Marching-cubes mesh at ``threshold`` (voxel coordinates; VTK ``3,i,j,k`` polygons)."""
+    return await run_sync(runtime, isosurface_operation(runtime, request, body))

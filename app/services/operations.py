@@ -8,6 +8,7 @@ the right tier and caches what it returns.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,9 +32,16 @@ class Operation:
     name: str
     datasets: list[Dataset]
     params: dict[str, Any]
-    job: Job
+    job: Job | None = None
     cacheable: bool = True
     extra_key: list[str] = field(default_factory=list)
+    #: Independent heavy parts run concurrently (e.g. line-width row chunks), merged by ``combine``.
+    parts: list[Job] = field(default_factory=list)
+    combine: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
+    #: Runs in the event loop after the job (e.g. registering a new dataset); returns the final body.
+    finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    #: Whether a cached body is still usable (e.g. the dataset it registered is still open).
+    cache_check: Callable[[dict[str, Any]], bool] | None = None
 
     def key(self) -> str:
         return product_key(self.name, [d.version_key for d in self.datasets] + self.extra_key, self.params)
@@ -50,18 +58,48 @@ async def execute(
     key = op.key() if op.cacheable else None
     if key is not None:
         cached = runtime.cache.get(key)
-        if cached is not None:
+        if cached is not None and (op.cache_check is None or op.cache_check(cached)):
             return {**cached, "cache_hit": True}, True
     cap = CAPABILITIES[op.name]
     gpu = runtime.backend.runs_on_gpu(op.name)
-    if cap.tier == "heavy":
+    if op.parts:
+        result = await _run_parts(runtime, op, gpu=gpu, progress=progress, cancel_event=cancel_event)
+    elif cap.tier == "heavy":
         result = await runtime.dispatcher.run_heavy(op.job, cancel_event=cancel_event, progress=progress, gpu=gpu)
     else:
         result = await runtime.dispatcher.run_interactive_job(op.job, gpu=gpu)
+    if op.finish is not None:
+        result = op.finish(result)
     body = ok(result)
     if key is not None:
         runtime.cache.put(key, body)
     return {**body, "cache_hit": False}, False
+
+
+async def _run_parts(runtime: Runtime, op: Operation, *, gpu: bool, progress, cancel_event) -> dict[str, Any]:
+    """Run every part as its own heavy job (concurrently, each taking a slot) and combine them."""
+    fractions = [0.0] * len(op.parts)
+    event = cancel_event or threading.Event()
+
+    def reporter(i: int) -> Callable[[float], None]:
+        def report(fraction: float) -> None:
+            fractions[i] = fraction
+            if progress is not None:
+                progress(sum(fractions) / len(fractions))
+
+        return report
+
+    jobs = [
+        runtime.dispatcher.run_heavy(part, cancel_event=event, progress=reporter(i), gpu=gpu)
+        for i, part in enumerate(op.parts)
+    ]
+    try:
+        results = await asyncio.gather(*jobs)
+    except BaseException:
+        event.set()
+        raise
+    assert op.combine is not None
+    return op.combine(list(results))
 
 
 async def run_sync(runtime: Runtime, op: Operation) -> dict[str, Any]:

@@ -61,3 +61,28 @@ def open_dataset(client: TestClient, path: str | Path, session: str | None = Non
     body = response.json()
     assert body["valid"], body
     return body
+
+
+def write_cube(path: Path, data, *, crval3: float = 1.0e5, cdelt3: float = -5.0e3, bunit: str = "Jy/beam") -> Path:
+    """Write a (nz, ny, nx) float32 cube with a RA/Dec/VRAD WCS (m/s) to ``path``."""
+    import numpy as np
+    from astropy.io import fits
+
+    header = fits.Header()
+    ny, nx = data.shape[1:]
+    for i, (ctype, cunit, crval, cdelt, crpix) in enumerate(
+        [("RA---SIN", "deg", 230.5, -0.004, nx / 2 + 0.5), ("DEC--SIN", "deg", 5.0, 0.004, ny / 2 + 0.5),
+         ("VRAD", "m/s", crval3, cdelt3, 1.0)], start=1):
+        header[f"CTYPE{i}"], header[f"CUNIT{i}"], header[f"CRVAL{i}"] = ctype, cunit, crval
+        header[f"CDELT{i}"], header[f"CRPIX{i}"] = cdelt, crpix
+    header["BUNIT"] = bunit
+    header["BMAJ"], header["BMIN"], header["BPA"] = 0.01, 0.008, 30.0
+    fits.PrimaryHDU(np.asarray(data, dtype=np.float32), header).writeto(path, overwrite=True)
+    return path
+
+
+def decode(body: dict, key: str = "data_base64", shape: tuple | None = None):
+    from app.services.encoding import decode_array
+
+    flat = decode_array(body[key], body.get("compression") or "none")
+    return flat.reshape(shape) if shape else flat

@@ -1,0 +1,67 @@
+"""Isosurfaces: marching cubes at a threshold over the full cube (optionally every ``step`` voxels).
+
+Vertices are float32 ``x, y, z`` in voxel coordinates of the full-resolution cube (unit spacing,
+zero origin); polygons use the VTK legacy cell layout ``3, i, j, k`` per triangle (int32).
+NaN counts as below the threshold. Meshes above :data:`MAX_TRIANGLES` are refused with a clear
+error (ask for a larger ``step``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from app.compute.backend import to_host
+from app.compute.dispatch import JobContext
+from app.errors import InvalidRequest
+from app.services.cube_reads import require_cube
+from app.services.encoding import encode_array
+from app.services.sessions import Dataset
+
+#: Largest mesh returned (triangles): ~5·10⁶ triangles ≈ 100 MB of JSON/base64.
+MAX_TRIANGLES = 5_000_000
+
+
+def isosurface(ctx: JobContext, dataset: Dataset, *, threshold: float, step: int, compression: str,
+               resident=None) -> dict[str, Any]:
+    if not np.isfinite(threshold):
+        raise InvalidRequest("threshold must be a finite number.")
+    if step < 1:
+        raise InvalidRequest("step must be >= 1.")
+    source = require_cube(dataset)
+    if min(source.shape) < 2:
+        raise InvalidRequest("An isosurface needs a cube with at least 2 voxels along each axis.")
+    kernels = ctx.kernels("isosurface", "isosurface")
+    ctx.progress(0.05)
+    cube = resident() if (ctx.on_gpu and resident is not None) else None
+    if cube is None:
+        s = slice(None, None, step)
+        volume = source.read(z=s, y=s, x=s)
+        if ctx.on_gpu:
+            import cupy  # noqa: PLC0415
+
+            volume = cupy.asarray(volume)
+        verts, faces = kernels.isosurface_mesh(volume, level=float(threshold), step=1)
+        verts = np.asarray(to_host(verts), dtype=np.float32) * np.float32(step)  # sync
+    else:
+        verts, faces = kernels.isosurface_mesh(cube, level=float(threshold), step=step)
+        verts = np.asarray(to_host(verts), dtype=np.float32)  # sync
+    faces = np.asarray(to_host(faces), dtype=np.int32)  # sync
+    ctx.progress(0.9)
+    if faces.shape[0] == 0:
+        raise InvalidRequest(f"Empty isosurface mesh for threshold {threshold}.")
+    if faces.shape[0] > MAX_TRIANGLES:
+        raise InvalidRequest(f"Isosurface mesh too large ({faces.shape[0]} triangles > {MAX_TRIANGLES}); "
+                             f"use a larger step or a higher threshold.")
+    polys = np.empty((faces.shape[0], 4), dtype=np.int32)
+    polys[:, 0] = 3
+    polys[:, 1:] = faces
+    lo, hi = verts.min(axis=0), verts.max(axis=0)
+    return {
+        "num_points": int(verts.shape[0]), "num_polys": int(faces.shape[0]), "threshold": float(threshold),
+        "step": step, "bounds": [float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]), float(lo[2]), float(hi[2])],
+        "coordinates": "voxel indices x, y, z of the full cube", "compression": compression,
+        "points_base64": encode_array(verts, compression), "polys_base64": encode_array(polys, compression, "<i4"),
+        "computed_on": "gpu" if ctx.on_gpu else "cpu",
+    }

@@ -1,0 +1,108 @@
+"""Line-width maps: FWHM from a per-pixel Gaussian fit and the equivalent width.
+
+``FWHM = 2·√(2 ln 2)·σ ≈ 2.3548·σ`` from a batched Levenberg–Marquardt Gaussian fit of every
+spectrum (kernel ``linewidth.gaussian_linewidth``); ``EW = Σ I·Δv / max I``. The cube is split
+into ``VISIVO_LINEWIDTH_CHUNKS`` row chunks that run as concurrent heavy jobs; within a chunk
+y-slabs bound the memory. Pixels under the SNR cut (peak / robust noise, ``VISIVO_LINEWIDTH_SNR``)
+and failed fits are NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.compute.dispatch import JobContext
+from app.compute.slab_runner import map_over_slabs
+from app.errors import InvalidRequest
+from app.io.spectral import spectral_axis
+from app.services.cube_reads import clamp_range, require_cube
+from app.services.encoding import encode_array
+from app.services.sessions import Dataset
+from cpu_fallback.cube_views import finite_range
+
+METHODS = (None, "fwhm", "ew")
+
+
+@dataclass(frozen=True)
+class LinewidthParams:
+    channel_start: int
+    channel_end: int
+    threshold: float | None
+    method: str | None
+    rest_freq_hz: float | None
+    snr_cut: float
+
+
+def resolve(dataset: Dataset, *, channel_start, channel_end, mask_enabled: bool, threshold_value,
+            method: str | None, rest_freq_hz, snr_cut: float) -> LinewidthParams:
+    """Validate a line-width request into parameters."""
+    source = require_cube(dataset)
+    if method not in METHODS:
+        raise InvalidRequest("method must be null, 'fwhm' or 'ew'.")
+    if channel_start is not None and channel_end is not None and channel_start > channel_end:
+        raise InvalidRequest("Invalid channel range.")
+    c0, c1 = clamp_range(channel_start, channel_end, source.shape[0], "channel")
+    if c1 - c0 + 1 < 4:
+        raise InvalidRequest("A Gaussian fit needs at least 4 channels.")
+    if rest_freq_hz is not None and not rest_freq_hz > 0:
+        raise InvalidRequest("rest_freq_hz must be positive.")
+    threshold = float(threshold_value) if mask_enabled and threshold_value is not None else None
+    return LinewidthParams(c0, c1, threshold, method, rest_freq_hz, snr_cut)
+
+
+def row_chunks(ny: int, chunks: int) -> list[slice]:
+    """``chunks`` contiguous row ranges covering ``0..ny`` (fewer when ``ny`` is small)."""
+    edges = np.linspace(0, ny, min(max(1, chunks), ny) + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+
+def linewidth_rows(ctx: JobContext, dataset: Dataset, params: LinewidthParams, rows: slice,
+                   resident=None) -> dict[str, Any]:
+    """FWHM and EW maps of one row chunk."""
+    source = require_cube(dataset)
+    z = slice(params.channel_start, params.channel_end + 1)
+    axis = spectral_axis(dataset.handle.wcs_info, source.shape[0], rest_freq_hz=params.rest_freq_hz)
+    coords, widths = axis.coords[z], axis.widths[z]
+    kernels = ctx.kernels("linewidth", "linewidth")
+
+    def compute(block: Any) -> dict:
+        if params.method == "ew":
+            return {"ew": kernels.equivalent_width(block, widths, snr_cut=params.snr_cut,
+                                                   threshold=params.threshold)}
+        fwhm, ew = kernels.gaussian_linewidth(block, coords, widths, snr_cut=params.snr_cut,
+                                              threshold=params.threshold)
+        return {"fwhm": fwhm, "ew": ew}
+
+    maps = map_over_slabs(ctx, source, z, compute, bytes_per_voxel=48.0, resident=resident, rows=rows)
+    return {"rows": (rows.start, rows.stop), "maps": maps, "unit": axis.unit,
+            "computed_on": "gpu" if ctx.on_gpu else "cpu"}
+
+
+def assemble(dataset: Dataset, params: LinewidthParams, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stitch row chunks into the response (both maps as float32 base64 unless ``method`` picks one)."""
+    _, ny, nx = require_cube(dataset).shape
+    names = ("ew",) if params.method == "ew" else ("fwhm", "ew")
+    full = {name: np.full((ny, nx), np.nan, dtype=np.float32) for name in names}
+    for part in parts:
+        y0, y1 = part["rows"]
+        for name in names:
+            full[name][y0:y1] = part["maps"][name]
+    unit = parts[0]["unit"] if parts else ""
+    body: dict[str, Any] = {
+        "width": nx, "height": ny, "scalar_type": "float32", "method": params.method,
+        "fwhm_unit": unit, "ew_unit": unit, "bunit": dataset.info.get("bunit", ""),
+        "channel_start": params.channel_start, "channel_end": params.channel_end,
+        "snr_cut": params.snr_cut, "threshold_used": params.threshold,
+        "computed_on": parts[0]["computed_on"] if parts else "cpu", "chunks": len(parts),
+    }
+    if params.method == "fwhm":
+        del full["ew"]
+    for name, data in full.items():
+        lo, hi = finite_range(data)
+        body[f"{name}_range_min"], body[f"{name}_range_max"] = lo, hi
+        body[f"{name}_base64"] = encode_array(data)
+        body[f"{name}_valid_pixels"] = int(np.isfinite(data).sum())
+    return body
