@@ -18,7 +18,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.auth import require_token, resolve_token, write_token_file
 from app.errors import ApiError
 from app.responses import SafeJSONResponse, failure
-from app.routers import cube, datasets, files, meta, products, spectral, tasks
+from app.routers import (
+    catalogue,
+    cosmology,
+    cube,
+    datasets,
+    files,
+    image,
+    meta,
+    products,
+    resolve,
+    spectral,
+    tasks,
+    vbt,
+)
 from app.runtime import VERSION, build_runtime
 from app.settings import Settings
 
@@ -27,6 +40,7 @@ log = logging.getLogger("visivo")
 #: Routers that require ``X-Visivo-Token`` (every one except SAMP).
 AUTHENTICATED_ROUTERS = [
     meta.router, files.router, datasets.router, cube.router, products.router, spectral.router, tasks.router,
+    catalogue.router, vbt.router, image.router, cosmology.router, resolve.router,
 ]
 
 

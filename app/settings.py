@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     linewidth_snr: float = Field(3.0, ge=0.0)
     chunk_megabytes: int = Field(64, ge=1, description="Per-chunk memory budget of heavy CPU work (MiB).")
     log_level: str = "info"
+    sesame_url: str = Field(
+        "https://cds.unistra.fr/cgi-bin/nph-sesame,https://vizier.cfa.harvard.edu/viz-bin/nph-sesame",
+        description="Sesame name-resolver base URLs, comma-separated mirrors; empty disables network lookups.",
+    )
 
     @field_validator("output_dir", "token_file", mode="after")
     @classmethod

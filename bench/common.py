@@ -16,6 +16,7 @@ file written elsewhere (e.g. on the GPU machine) into another.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gc
 import os
@@ -99,6 +100,8 @@ def machine_description(*, gpu: bool = False) -> dict[str, Any]:
         "platform": platform.platform(),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
+    with contextlib.suppress(OSError):
+        desc["load_average"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if gpu:
         desc.update(gpu_description())
     return desc
@@ -107,7 +110,8 @@ def machine_description(*, gpu: bool = False) -> dict[str, Any]:
 def machine_markdown(desc: dict[str, Any]) -> str:
     """One Markdown bullet line per machine property."""
     labels = {"cpu": "CPU", "cores": "cores", "ram_gib": "RAM (GiB)", "python": "Python", "numpy": "NumPy",
-              "platform": "platform", "date": "date", "gpu": "GPU", "gpu_memory_gib": "GPU memory (GiB)",
+              "platform": "platform", "date": "date",
+              "load_average": "load average (1/5/15 min) at start", "gpu": "GPU", "gpu_memory_gib": "GPU memory (GiB)",
               "cuda_runtime": "CUDA runtime", "cupy": "CuPy"}
     return "\n".join(f"- {labels.get(k, k)}: {v}" for k, v in desc.items())
 

@@ -58,6 +58,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+#: Array type of this tree (the GPU tree uses ``cupy.ndarray``).
+_Array = np.ndarray
+
 #: Moment numbers understood by CASA ``immoments``.
 CASA_MOMENTS: frozenset[int] = frozenset(range(-1, 12))
 
@@ -65,7 +68,7 @@ CASA_MOMENTS: frozenset[int] = frozenset(range(-1, 12))
 _TILE_VOXELS = 1 << 21
 
 
-def casa_pixel_range(values: float | Sequence[float] | None) -> tuple[float, float] | None:
+def _pixel_range(values: float | Sequence[float] | None) -> tuple[float, float] | None:
     """Interpret an immoments ``includepix``/``excludepix`` value.
 
     Parameters
@@ -110,7 +113,7 @@ def _plan(
     moms = tuple(sorted({int(m) for m in moments}))
     if not moms or not set(moms) <= CASA_MOMENTS:
         raise ValueError(f"moments must be a non-empty subset of -1..11, got {moms}")
-    inc, exc = casa_pixel_range(include), casa_pixel_range(exclude)
+    inc, exc = _pixel_range(include), _pixel_range(exclude)
     if inc is not None and exc is not None:
         raise ValueError("only one of include or exclude may be given (as in immoments)")
     rng = inc if inc is not None else exc
@@ -212,14 +215,14 @@ def _tile(
 
 
 def casa_moment_maps(
-    cube: NDArray[np.floating],
-    coords: ArrayLike,
-    widths: ArrayLike,
+    cube: _Array,
+    coords: _Array,
+    widths: _Array,
     *,
     moments: Iterable[int],
     include: float | Sequence[float] | None = None,
     exclude: float | Sequence[float] | None = None,
-) -> dict[int, NDArray[np.float32]]:
+) -> dict[int, _Array]:
     """Moment maps exactly as CASA ``immoments`` computes them (see the module docstring).
 
     Parameters

@@ -12,26 +12,49 @@ Per spatial pixel, over the *used* samples (finite, and ``>= threshold`` when on
   or ``peak < snr_cut * sigma_N`` (``snr_cut = 0`` disables the cut).
 * ``FWHM = 2 sqrt(2 ln 2) sigma = 2.3548 sigma`` from the least-squares fit of
   ``f(v) = A exp(-(v - mu)^2 / (2 sigma^2))`` (no constant offset: the cube is expected to be
-  continuum-subtracted, and an offset is degenerate with a wide line in a narrow window).
+  continuum-subtracted, and an offset is degenerate with a wide line in a narrow window) over
+  a *fit window* of channels around the line (below).
 
-Fit (shared step for step with :mod:`gpu_kernels.linewidth`): the axis is mapped to
-``u = (v - c) / h`` (``c`` centre, ``h`` half-span of ``coords``) and the data divided by the
-pixel's peak. Start (moment estimates over the channels above half the peak): ``A0 = 1``,
-``mu0`` = their intensity-weighted mean coordinate, ``sigma0 = W / 2.3548`` with ``W`` their
-summed width. Levenberg-Marquardt with Marquardt
-damping ``(J^T J + lambda diag(J^T J)) delta = J^T r`` (``lambda0 = 1e-3``, /10 after an
-accepted step, x10 after a rejected one), 3x3 systems solved by an explicit Cholesky
-factorisation for all pixels at once. Converged when an accepted step changes ``chi^2`` by at
-most ``1e-12 chi^2``, when the next Gauss-Newton step (``lambda < 1``) would change every
-parameter by at most ``1e-9`` of its scale (``|A|``, ``|sigma|``, ``|sigma|``), or when
-``lambda > 1e12`` (no descent left). Not converged after ``max_iter`` steps, fewer than 4 used
-samples, ``A <= 0``, ``mu`` outside the axis or ``sigma`` not in ``(0, span]`` -> FWHM NaN.
+Fit (shared step for step with :mod:`gpu_kernels.linewidth`). The channels are put in
+ascending order of ``coords`` (a stable sort; a no-op for an increasing axis), the axis is
+mapped to ``u = (v - c) / h`` (``c`` centre, ``h`` half-span of ``coords``) and the data are
+divided by the pixel's peak (``y = I / peak``, unused samples 0).
 
-Vectorisation: one LM state (arrays of parameters, damping, ``chi^2``, ``J^T J``, ``J^T r``) for
-all candidate pixels; each step evaluates the model in blocks of about ``2**15`` samples so the
-temporaries stay in cache, and converged pixels leave the active set. No loop over pixels.
-Each pixel's arithmetic is independent of the others, so a y-slab chunk gives exactly the
-whole-cube result.
+1. *Half-power run*: the channels next to the first peak channel ``k_p`` with ``y > 1/2``,
+   ``l < k < r`` (``l``, ``r`` the nearest channels with ``y <= 1/2``, or unused, on each
+   side; ``-1`` / ``n`` at the band ends).
+2. *Start* (moment estimates): ``A0 = 1``; ``mu0`` = the intensity-weighted mean ``u`` over
+   the run, ``sum y u du / sum y du``; ``sigma0 = (x_R - x_L) / 2.3548`` with ``x_L``,
+   ``x_R`` the half-power crossings, interpolated linearly between channels ``l, l + 1`` and
+   ``r - 1, r`` (the band edge ``u -/+ du/2`` where the run reaches it).
+3. *Window*: the channels with ``|u - (x_L + x_R)/2| <= 4.5 sigma0``, widened to cover the
+   run, then to a multiple of 8 channels (at least 8, at most all), centred and shifted
+   inside the band. Fewer than 4 used samples in it -> FWHM NaN.
+4. *Levenberg-Marquardt* over the window's used samples with Marquardt damping
+   ``(J^T J + lambda diag(J^T J)) delta = J^T r`` (``lambda0 = 1e-3``, /10 after an accepted
+   step, x10 after a rejected one), 3x3 systems solved by an explicit Cholesky
+   factorisation. Converged when an accepted step changes ``chi^2`` by at most ``1e-12 chi^2``,
+   when the next Gauss-Newton step (``lambda < 1``) would change every parameter by at most
+   ``1e-7`` of its scale (``|A|``, ``|sigma|``, ``|sigma|``), or when ``lambda > 1e12`` (no
+   descent left). Not converged within ``max_iter`` steps -> FWHM NaN.
+5. *Window check*: a converged fit whose window stops short of ``mu +- 4 sigma`` on a side
+   that is not the band edge is fitted again (steps 3-4, from the fitted parameters, window
+   ``|u - mu| <= 4.5 sigma``), at most twice; the last fit stands.
+6. ``A <= 0``, ``mu`` outside the axis or ``sigma`` not in ``(0, span]`` -> FWHM NaN.
+
+The window drops only samples where the model is below ``e^-8`` of the peak, so the result
+is the full-spectrum least-squares fit to far better than its statistical error, at the
+cost of a few dozen channels per pixel instead of the whole spectrum.
+
+Vectorisation: the cube is processed in blocks of pixels. The whole-spectrum statistics run
+channel-major on the block (the robust noise sorts a transposed copy); the windows of a
+block's candidates are gathered into ``(window, pixel)`` arrays, one per window length, and
+one LM state (arrays of parameters, damping, ``chi^2``, ``J^T J``, ``J^T r``) drives all of
+them; converged pixels leave the active set. No loop over pixels. Every sum over channels
+runs in channel order, one pixel per column, so each pixel's arithmetic is independent of
+the others (a y-slab chunk gives exactly the whole-cube result) and matches the GPU
+kernel's per-thread loop. All heavy steps are NumPy calls that release the GIL, so row
+chunks run in parallel threads.
 """
 
 from __future__ import annotations
@@ -44,9 +67,17 @@ _Array = np.ndarray
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 #: Robust sigma / MAD for Gaussian noise (the contract's constant).
 MAD_TO_SIGMA = 1.4826
-_LAMBDA0, _LAMBDA_MAX, _FTOL, _XTOL = 1e-3, 1e12, 1e-12, 1e-9
+_LAMBDA0, _LAMBDA_MAX, _FTOL, _XTOL = 1e-3, 1e12, 1e-12, 1e-7
 _MIN_SAMPLES = 4
-_BLOCK_ELEMENTS = 1 << 15
+#: Window half-width in sigma when built, and the half-width a fit's window must cover.
+_WIN_SIGMA, _COVER_SIGMA = 4.5, 4.0
+#: Window lengths are multiples of this many channels (and at least this many).
+_WIN_STEP = 8
+#: Fits per pixel at most (the first and up to two with a wider or moved window).
+_MAX_ROUNDS = 3
+#: Pixels per block of the whole-spectrum pass, and samples per block of an LM evaluation.
+_BLOCK_PIXELS = 1 << 14
+_EVAL_ELEMENTS = 1 << 15
 
 
 def equivalent_width(cube: _Array, widths: _Array, *, snr_cut: float = 0.0, threshold: float | None = None) -> _Array:
@@ -68,8 +99,7 @@ def equivalent_width(cube: _Array, widths: _Array, *, snr_cut: float = 0.0, thre
     numpy.ndarray
         ``(ny, nx)`` float32 EW in the spectral unit; NaN for blank pixels (see module notes).
     """
-    ew = _prepare(cube, widths, snr_cut, threshold)[4]
-    return ew.reshape(np.shape(cube)[1:]).astype(np.float32)
+    return _run(cube, None, widths, snr_cut, threshold, 0)[1]
 
 
 def gaussian_linewidth(
@@ -96,7 +126,7 @@ def gaussian_linewidth(
     threshold : float or None, optional
         If given, only samples ``>= threshold`` enter EW and the fit.
     max_iter : int, optional
-        Levenberg-Marquardt steps per pixel before the fit counts as failed. Default 100.
+        Levenberg-Marquardt steps per fit before it counts as failed. Default 100.
 
     Returns
     -------
@@ -106,23 +136,26 @@ def gaussian_linewidth(
     ew : numpy.ndarray
         ``(ny, nx)`` float32, ``sum(I dv) / max(I)`` in the unit of ``widths``; NaN where blank.
     """
-    shape = np.shape(cube)[1:]
-    y, w, peak, ok, ew = _prepare(cube, widths, snr_cut, threshold)
-    x = np.asarray(coords, dtype=np.float64)
-    if x.shape != (y.shape[1],):
-        raise ValueError(f"coords must have shape ({y.shape[1]},), got {x.shape}")
-    centre, half = _axis_scale(x)
-    u = (x - centre) / half
-    dv = np.asarray(widths, dtype=np.float64) / half
-    fwhm = np.full(y.shape[0], np.nan)
-    cand = np.flatnonzero(ok & (w.sum(axis=1) >= _MIN_SAMPLES))
-    if cand.size:
-        yc, wc = y[cand] * (1.0 / peak[cand])[:, None], w[cand]
-        a, mu, sig, good = _lm_fit(u, dv, yc, None if wc.all() else wc, max_iter)
-        span = float(u.max() - u.min())
-        good &= (a > 0) & (mu >= u.min()) & (mu <= u.max()) & (sig > 0) & (sig <= span)
-        fwhm[cand] = np.where(good, FWHM_PER_SIGMA * sig * half, np.nan)
-    return fwhm.reshape(shape).astype(np.float32), ew.reshape(shape).astype(np.float32)
+    return _run(cube, coords, widths, snr_cut, threshold, max_iter)
+
+
+# -- driver --------------------------------------------------------------------------------------
+
+
+class _Axis:
+    """The spectral axis in ascending order: permutation, ``u``, ``du``, ``u du`` and widths."""
+
+    def __init__(self, coords: np.ndarray | None, widths: np.ndarray) -> None:
+        nz = widths.size
+        x = np.zeros(nz) if coords is None else coords
+        self.perm = np.argsort(x, kind="stable")
+        self.identity = bool(np.array_equal(self.perm, np.arange(nz)))
+        centre, self.half = _axis_scale(x) if nz else (0.0, 1.0)
+        self.u = (x[self.perm] - centre) / self.half
+        self.du = widths[self.perm] / self.half
+        self.udu = self.u * self.du
+        self.dv = widths[self.perm]
+        self.n = nz
 
 
 def _axis_scale(x: np.ndarray) -> tuple[float, float]:
@@ -132,8 +165,8 @@ def _axis_scale(x: np.ndarray) -> tuple[float, float]:
     return 0.5 * (hi + lo), (half if half > 0 else 1.0)
 
 
-def _prepare(cube, widths, snr_cut, threshold):
-    """Spectra as float64 ``(npix, nz)`` rows (unused samples 0), bool use mask, peak, candidate, EW."""
+def _run(cube, coords, widths, snr_cut, threshold, max_iter):
+    """Validate, then FWHM (NaN where not fitted) and EW maps, block by block of pixels."""
     a = np.asarray(cube)
     if a.ndim != 3:
         raise ValueError(f"expected a (spectral, y, x) cube, got shape {a.shape}")
@@ -141,144 +174,169 @@ def _prepare(cube, widths, snr_cut, threshold):
     dv = np.asarray(widths, dtype=np.float64)
     if dv.shape != (nz,):
         raise ValueError(f"widths must have shape ({nz},), got {dv.shape}")
-    y = np.ascontiguousarray(a.reshape(nz, -1).T, dtype=np.float64)
-    fin = np.isfinite(y)
-    use = fin if threshold is None else fin & (y >= threshold)
-    noise = MAD_TO_SIGMA * _row_mad(y, fin)
-    y[~use] = 0.0
-    has = use.any(axis=1)
-    peak = np.where(has, np.where(use, y, -np.inf).max(axis=1, initial=-np.inf), np.nan)
-    m0 = y @ dv
-    ok = has & (m0 > 0) & (peak > 0)
-    if snr_cut > 0:
-        ok &= peak >= snr_cut * noise
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ew = np.where(ok, m0 / peak, np.nan)
-    return y, use, peak, ok, ew
+    x = None
+    if coords is not None:
+        x = np.asarray(coords, dtype=np.float64)
+        if x.shape != (nz,):
+            raise ValueError(f"coords must have shape ({nz},), got {x.shape}")
+    shape = a.shape[1:]
+    npix = int(np.prod(shape))
+    fwhm = np.full(npix, np.nan, dtype=np.float32)
+    ew = np.full(npix, np.nan, dtype=np.float32)
+    if npix == 0 or nz == 0:
+        return fwhm.reshape(shape), ew.reshape(shape)
+    if a.dtype != np.float32:
+        a = a.astype(np.float64, copy=False)
+    axis = _Axis(x, dv)
+    flat = a.reshape(nz, npix)
+    thr = None if threshold is None else float(threshold)
+    for p0 in range(0, npix, _BLOCK_PIXELS):
+        p1 = min(npix, p0 + _BLOCK_PIXELS)
+        _block(flat, p0, p1, axis, thr, float(snr_cut), max_iter if coords is not None else None, fwhm, ew)
+    return fwhm.reshape(shape), ew.reshape(shape)
 
 
-def _row_mad(y: np.ndarray, fin: np.ndarray) -> np.ndarray:
-    """Unscaled MAD of the finite values of each row (NaN for an all-blank row)."""
-    n = fin.sum(axis=1)
-    lo, hi = ((np.maximum(n, 1) - 1) // 2)[:, None], (n // 2)[:, None]
-    s = np.sort(np.where(fin, y, np.inf), axis=1)
-    med = 0.5 * (np.take_along_axis(s, lo, 1) + np.take_along_axis(s, hi, 1))
-    med = np.where(n[:, None] > 0, med, 0.0)
-    cols = np.arange(y.shape[1])[None, :]
-    d = np.sort(np.where(cols < n[:, None], np.abs(s - med), np.inf), axis=1)
-    mad = 0.5 * (np.take_along_axis(d, lo, 1) + np.take_along_axis(d, hi, 1))[:, 0]
+def _block(flat, p0, p1, axis, thr, snr_cut, max_iter, fwhm_out, ew_out):
+    """EW (and, when ``max_iter`` is not None, FWHM) of pixels ``p0:p1`` into the outputs."""
+    nz, npix = p1 - p0, None  # noqa: F841  (npix unused; kept for symmetry with the GPU code)
+    npx = p1 - p0
+    pad = (-npx) % (16 // flat.dtype.itemsize)
+    blk = np.empty((axis.n, npx + pad), dtype=flat.dtype)
+    src = flat[:, p0:p1] if axis.identity else flat[axis.perm, p0:p1]
+    blk[:, :npx] = src
+    if pad:
+        blk[:, npx:] = np.nan
+    fin = np.isfinite(blk)
+    use = fin if thr is None else fin & (blk >= np.float64(thr))
+    y0 = np.where(use, blk, 0)  # used samples, 0 elsewhere
+    peak = y0.max(axis=0)
+    m0 = axis.dv @ y0
+    ok = use.any(axis=0) & (m0 > 0) & (peak > 0)
+    ok[npx:] = False
+    if snr_cut > 0 and ok.any():
+        cols = np.flatnonzero(ok)
+        noise = MAD_TO_SIGMA * _mad(blk, fin, cols)
+        ok[cols] = peak[cols] >= snr_cut * noise
+    cols = np.flatnonzero(ok)
+    pk = peak[cols].astype(np.float64)
+    ew_out[p0 + cols] = m0[cols] / pk
+    if max_iter is None or cols.size == 0:
+        return
+    fwhm_out[p0 + cols] = _fit_block(blk, y0, cols, pk, axis, thr, max_iter)
+
+
+# -- robust noise --------------------------------------------------------------------------------
+
+
+def _transposed(blk: np.ndarray) -> np.ndarray:
+    """``blk.T`` as a C-contiguous ``(pixel, channel)`` array (copied 16 bytes at a time)."""
+    nz, npx = blk.shape
+    k = 16 // blk.itemsize
+    t = np.ascontiguousarray(blk.view(np.complex128).T)  # (npx / k, nz) of k-pixel groups
+    t = t.view(blk.dtype).reshape(npx // k, nz, k)
+    return np.ascontiguousarray(t.transpose(0, 2, 1)).reshape(npx, nz)
+
+
+def _mad(blk: np.ndarray, fin: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Unscaled MAD of the finite samples of the columns ``cols`` of ``blk`` (NaN if none).
+
+    One sort per spectrum: the median is read off the sorted finite values ``s``, and the
+    absolute deviations are the two ascending runs ``med - s[h-1-j]`` and ``s[h+j] - med``
+    (``h = n // 2``), whose ``k``-th smallest value a batched binary search finds. Same
+    float64 values as sorting the deviations themselves.
+    """
+    t = _transposed(blk)
+    if cols.size < t.shape[0]:
+        t = t[cols]
+    if not fin.all():
+        t[~np.isfinite(t)] = np.nan  # +-inf are not finite samples: sort them last, like NaN
+    s = np.sort(t, axis=1)
+    n = np.count_nonzero(~np.isnan(s), axis=1)
+    nn = np.maximum(n, 1)
+    lo, hi = (nn - 1) // 2, nn // 2
+    rows = np.arange(s.shape[0])
+    med = 0.5 * (s[rows, lo].astype(np.float64) + s[rows, hi])
+    mad = 0.5 * (_kth_dev(s, rows, med, hi, nn, lo) + _kth_dev(s, rows, med, hi, nn, hi))
     return np.where(n > 0, mad, np.nan)
 
 
-def _start(u: np.ndarray, dv: np.ndarray, y: np.ndarray, w: np.ndarray | None):
-    """Moment start ``(mu0, sigma0)`` from the used channels above half the (unit) peak."""
-    above = y > 0.5 if w is None else (y > 0.5) & (w > 0)
-    hm = np.where(above, y, 0.0)
-    mu0 = hm @ (u * dv) / (hm @ dv)
-    sig0 = np.where(above, 1.0, 0.0) @ dv / FWHM_PER_SIGMA
-    return mu0, sig0
+def _kth_dev(s, rows, med, h, n, k):
+    """``k``-th smallest (0-based) of ``|s[:n] - med|`` per row, as the merge of two sorted runs."""
 
+    def dev_a(j):  # j-th smallest deviation below the median
+        return med - s[rows, np.clip(h - 1 - j, 0, None)]
 
-def _sums(u, y, w, rows, p):
-    """:func:`_block_sums` over the ``rows`` of ``y`` in cache-sized blocks."""
-    step = max(1, _BLOCK_ELEMENTS // y.shape[1])
-    parts = []
-    for i in range(0, rows.size, step):
-        r = rows[i : i + step]
-        wb = None if w is None else w[r]
-        parts.append(_block_sums(u, y[r], wb, *p[:, i : i + step]))
-    if not parts:
-        return np.zeros(0), np.zeros((6, 0)), np.zeros((3, 0))
-    return tuple(np.concatenate(x, axis=-1) for x in zip(*parts, strict=True))
+    def dev_b(j):  # j-th smallest deviation above the median
+        return s[rows, np.minimum(h + j, n - 1)] - med
 
-
-def _block_sums(u, y, w, a, mu, sig):
-    """``chi^2``, ``J^T J`` (6 entries) and ``J^T r`` (3) of the Gaussian at ``(a, mu, sig)``.
-
-    With ``z = (u - mu) / sigma``, ``g = exp(-z^2 / 2)`` (0 on unused samples) and
-    ``r = y - A g``: ``J = [g, (A/sigma) g z, (A/sigma) g z^2]``, so ``J^T J`` needs
-    ``S_k = sum g^2 z^k`` (k = 0..4) and ``J^T r`` needs ``T_k = sum g r z^k`` (k = 0..2).
-    """
-    z = u[None, :] - mu[:, None]
-    z *= (1.0 / sig)[:, None]
-    z2 = z * z
-    g = np.multiply(z2, -0.5)
-    np.exp(g, out=g)
-    if w is not None:
-        g *= w
-    r = g * a[:, None]
-    np.subtract(y, r, out=r)
-    chi2 = _dot(r, r)
-    r *= g
-    t0, t1, t2 = r.sum(axis=1), _dot(r, z), _dot(r, z2)
-    g *= g
-    s0, s1, s2 = g.sum(axis=1), _dot(g, z), _dot(g, z2)
-    g *= z2
-    s3, s4 = _dot(g, z), _dot(g, z2)
-    c = a / sig
-    h = np.stack([s0, c * s1, c * s2, c * c * s2, c * c * s3, c * c * s4])
-    return chi2, h, np.stack([t0, c * t1, c * t2])
-
-
-def _dot(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Row-wise dot products of two ``(n, m)`` arrays."""
-    return np.einsum("pn,pn->p", p, q)
-
-
-def _solve(h: np.ndarray, b: np.ndarray, lam: np.ndarray):
-    """Solve ``(H + lam diag H) d = b`` by 3x3 Cholesky; ``ok`` False where not positive definite."""
-    h00, h01, h02, h11, h12, h22 = h
-    with np.errstate(invalid="ignore", divide="ignore"):
-        m00, m11, m22 = h00 * (1 + lam), h11 * (1 + lam), h22 * (1 + lam)
-        l00 = np.sqrt(m00)
-        l10, l20 = h01 / l00, h02 / l00
-        d11 = m11 - l10 * l10
-        l11 = np.sqrt(d11)
-        l21 = (h12 - l20 * l10) / l11
-        d22 = m22 - l20 * l20 - l21 * l21
-        l22 = np.sqrt(d22)
-        y0 = b[0] / l00
-        y1 = (b[1] - l10 * y0) / l11
-        y2 = (b[2] - l20 * y0 - l21 * y1) / l22
-        x2 = y2 / l22
-        x1 = (y1 - l21 * x2) / l11
-        x0 = (y0 - l10 * x1 - l20 * x2) / l00
-    ok = (m00 > 0) & (d11 > 0) & (d22 > 0) & np.isfinite(x0) & np.isfinite(x1) & np.isfinite(x2)
-    return x0, x1, x2, ok
-
-
-def _lm_fit(u, dv, y, w, max_iter):
-    """Batched LM on unit-peak rows ``y`` (``w`` None: all used); ``(A, mu, |sigma|, converged)``."""
-    n = y.shape[0]
-    mu0, sig0 = _start(u, dv, y, w)
-    p = np.stack([np.ones(n), mu0, sig0])
-    out = np.full((3, n), np.nan)
-    lam = np.full(n, _LAMBDA0)
-    act = np.arange(n)
-    chi2, h, b = _sums(u, y, w, act, p)
-    for _ in range(max_iter):
-        d0, d1, d2, ok = _solve(h, b, lam)
-        d = np.stack([d0, d1, d2])
-        scale = _XTOL * np.stack([np.abs(p[0]), np.abs(p[2]), np.abs(p[2])])
-        # A (near) Gauss-Newton step that would move nothing: already at the minimum.
-        fin = ok & (lam < 1.0) & np.all(np.abs(d) <= scale, axis=0)
-        if fin.any():
-            out[:, act[fin]] = p[:, fin]
-            k = ~fin
-            act, p, chi2, h, b, lam = act[k], p[:, k], chi2[k], h[:, k], b[:, k], lam[k]
-            d, ok = d[:, k], ok[k]
-        pn = np.where(ok, p + d, p)
-        ok &= pn[2] != 0
-        c2, hn, bn = _sums(u, y, w, act, pn)
-        acc = ok & (c2 < chi2)
-        lam = np.where(acc, np.maximum(lam / 10, 1e-12), lam * 10)
-        fin = (acc & (chi2 - c2 <= _FTOL * chi2)) | (lam > _LAMBDA_MAX)
-        p, chi2 = np.where(acc, pn, p), np.where(acc, c2, chi2)
-        h, b = np.where(acc, hn, h), np.where(acc, bn, b)
-        if fin.any():
-            out[:, act[fin]] = p[:, fin]
-            k = ~fin
-            act, p, chi2, h, b, lam = act[k], p[:, k], chi2[k], h[:, k], b[:, k], lam[k]
-        if act.size == 0:
+    na, nb = h, n - h
+    lo = np.maximum(0, k + 1 - nb)  # elements of the first k + 1 taken from run A
+    hi = np.minimum(k + 1, na)
+    while True:
+        live = lo < hi
+        if not live.any():
             break
-    return out[0], out[1], np.abs(out[2]), np.isfinite(out[0])
+        mid = (lo + hi) // 2
+        go = live & (dev_a(mid) < dev_b(k - mid))
+        lo = np.where(go, mid + 1, lo)
+        hi = np.where(live & ~go, mid, hi)
+    i, j = lo, k + 1 - lo
+    with np.errstate(invalid="ignore"):
+        va = np.where(i > 0, dev_a(i - 1), -np.inf)
+        vb = np.where(j > 0, dev_b(j - 1), -np.inf)
+    return np.maximum(va, vb)
+
+
+# -- start and windows ---------------------------------------------------------------------------
+
+
+def _fit_block(blk, y0, cols, pk, axis, thr, max_iter):
+    """FWHM (float64, NaN where failed) of the candidate columns ``cols`` of a block."""
+    nz = axis.n
+    npx = blk.shape[1]
+    ch = np.arange(nz)[:, None]
+    yc = y0[:, cols]
+    half = (0.5 * pk).astype(y0.dtype)  # exact: a power-of-two scaling of a data value
+    # first peak channel, then the nearest channel at or below half power on each side
+    kp = nz - 1 - ((yc == yc.max(axis=0)) * np.arange(nz, 0, -1, dtype=np.int32)[:, None]).max(axis=0) + 1
+    kp = kp - 0  # (nz - max(nz - k)) = first k with the peak value
+    below = ~(yc > half)
+    l_ = ((below & (ch < kp)) * np.arange(1, nz + 1, dtype=np.int32)[:, None]).max(axis=0) - 1
+    r_ = nz - ((below & (ch > kp)) * np.arange(nz, 0, -1, dtype=np.int32)[:, None]).max(axis=0)
+    inv = 1.0 / pk
+    u, du = axis.u, axis.du
+    lc, rc = np.maximum(l_, 0), np.minimum(r_, nz - 1)
+    ylo = yc[lc, np.arange(cols.size)] * inv
+    yl1 = yc[l_ + 1, np.arange(cols.size)] * inv
+    yhi = yc[rc, np.arange(cols.size)] * inv
+    yr1 = yc[r_ - 1, np.arange(cols.size)] * inv
+    with np.errstate(invalid="ignore", divide="ignore"):
+        xl = np.where(l_ >= 0, u[lc] + (u[l_ + 1] - u[lc]) * ((0.5 - ylo) / (yl1 - ylo)), u[0] - 0.5 * du[0])
+        xr = np.where(r_ < nz, u[rc] - (u[rc] - u[r_ - 1]) * ((0.5 - yhi) / (yr1 - yhi)), u[-1] + 0.5 * du[-1])
+    sig0 = (xr - xl) / FWHM_PER_SIGMA
+    lo, hi = _window(u, 0.5 * (xl + xr), _WIN_SIGMA * sig0, l_ + 1, r_)
+    win = _Windows(blk, cols, lo, hi, inv, axis, thr)
+    # moment mean over the run
+    k = lo[None, :] + np.arange(win.width)[:, None]
+    run = (k > l_) & (k < r_)
+    mu0 = _colsum(win.y * win.udu * run) / _colsum(win.y * win.du * run)
+    p = np.stack([np.ones(cols.size), mu0, sig0])
+    return _fit_rounds(win, p, lo, hi, axis, max_iter, blk, cols, inv, thr) * axis.half, npx
+
+
+def _colsum(x: np.ndarray) -> np.ndarray:
+    """Sum over axis 0 in order (one column per pixel)."""
+    return x.sum(axis=0)
+
+
+def _window(u, centre, halfw, run_lo, run_hi):
+    """Fit window ``[lo, hi)`` (sorted channels): ``|u - centre| <= halfw`` and the run, rounded."""
+    nz = u.size
+    lo = np.searchsorted(u, centre - halfw, side="left")
+    hi = np.searchsorted(u, centre + halfw, side="right")
+    lo = np.minimum(lo, run_lo)
+    hi = np.maximum(np.maximum(hi, run_hi), lo)
+    w = hi - lo
+    wb = np.minimum(nz, np.maximum(_WIN_STEP, -(-w // _WIN_STEP) * _WIN_STEP))
+    lo = np.clip(lo - (wb - w) // 2, 0, nz - wb)
+    return lo, lo + wb

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from cpu_fallback.moments import AxisPlan, plan_axis
+from cpu_fallback.moments import AxisPlan, _plan_axis
 
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
 _Array = Any
@@ -229,7 +229,7 @@ def moment_maps(
     if a.strides[2] != 4 or a.strides[0] % 4 or a.strides[1] % 4 or min(a.strides) < 0:
         raise ValueError("the x axis must be contiguous (use cupy.ascontiguousarray): raw kernels ignore strides")
     nz, ny, nx = a.shape
-    p = plan_axis(nz, _host(coords), _host(widths), orders, threshold)
+    p = _plan_axis(nz, _host(coords), _host(widths), orders, threshold)
     out = cp.empty((len(p.orders), ny, nx), dtype=cp.float32)
     npix = ny * nx
     if npix:

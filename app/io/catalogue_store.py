@@ -149,7 +149,7 @@ class TableStore:
         self.fields = [TableField(str(name), str(sql_type), kind_of(str(sql_type)), units.get(str(name), ""))
                        for name, sql_type, *_ in described if name != ROW_COLUMN]
         self._by_name = {f.name: f for f in self.fields}
-        self.num_rows = int(con.execute(f"SELECT count(*) FROM {self._relation}").fetchone()[0])
+        self.num_rows = int(con.execute(f"SELECT count(*) FROM {self._relation}").fetchall()[0][0])
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -189,7 +189,7 @@ class TableStore:
         row_expr = "rowid"
         if any(str(n).lower() == "rowid" for n in names):
             # a user column named "rowid" hides DuckDB's row id: add an explicit row number
-            data = con.execute(f"SELECT * FROM {_TABLE}").fetch_arrow_table()
+            data = con.sql(f"SELECT * FROM {_TABLE}").to_arrow_table()
             data = data.append_column(ROW_COLUMN, pa.array(np.arange(data.num_rows, dtype=np.int64)))
             con.register("with_rows", data)
             con.execute(f"CREATE OR REPLACE TABLE {_TABLE} AS SELECT * FROM with_rows")
@@ -309,7 +309,7 @@ class TableStore:
             columns = ", ".join(quote_identifier(f.name) for f in chosen)
         if sort_field:
             self._ensure_row_column()
-        total = int(self._con.execute(f"SELECT count(*) FROM {self._relation}{where}", params).fetchone()[0])
+        total = int(self._con.execute(f"SELECT count(*) FROM {self._relation}{where}", params).fetchall()[0][0])
         sql = f"SELECT {columns or 'NULL'} FROM {self._relation}{where}{order} LIMIT ? OFFSET ?"
         cursor = self._con.execute(sql, [*params, int(limit), int(offset)])
         return total, chosen, cursor

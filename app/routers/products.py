@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,22 +33,21 @@ class MomentRequest(BaseModel):
     threshold: float | None = None
     rms: float | None = None
     snr: float = Field(3.0, gt=0)
-    includepix: list[float] | None = None
-    excludepix: list[float] | None = None
+    includepix: list[float] | float | None = None
+    excludepix: list[float] | float | None = None
     rest_freq_hz: float | None = None
     save: bool = False
     compression: str | None = None
 
 
-def _pix_range(values: list[float] | None, name: str) -> tuple[float, float] | None:
-    """CASA includepix/excludepix: ``[-1]``/empty → none; ``[x]`` → ``[-|x|, |x|]``; ``[lo, hi]``."""
-    if not values or (len(values) == 1 and values[0] == -1):
+def _pix_range(values: list[float] | float | None, name: str) -> tuple[float, ...] | None:
+    """CASA includepix/excludepix as given (``[-1]``/``-1`` none, ``[x]`` means ``[-|x|, |x|]``, ``[lo, hi]``)."""
+    if values is None:
         return None
-    if len(values) == 1:
-        return (-abs(values[0]), abs(values[0]))
-    if len(values) == 2 and values[0] <= values[1]:
-        return (float(values[0]), float(values[1]))
-    raise InvalidRequest(f"{name} must be [lo, hi] with lo <= hi, or a single value.")
+    items = [values] if isinstance(values, (int, float)) else list(values)
+    if not 1 <= len(items) <= 2 or not all(np.isfinite(v) for v in items):
+        raise InvalidRequest(f"{name} must be a single value or [lo, hi].")
+    return tuple(float(v) for v in items)
 
 
 def moment_operation(runtime: Runtime, request: Request, body: MomentRequest) -> Operation:
@@ -73,7 +73,9 @@ def moment_operation(runtime: Runtime, request: Request, body: MomentRequest) ->
     include = _pix_range(body.includepix, "includepix")
     exclude = _pix_range(body.excludepix, "excludepix")
     if convention == "casa" and threshold is not None and include is None:
-        include = (threshold, float("inf"))
+        include = (threshold, float(np.finfo(np.float32).max))
+    if include is not None and exclude is not None:
+        raise InvalidRequest("Give includepix or excludepix, not both (CASA rule).")
     params = moments.MomentParams(order, convention, c0, c1, threshold if convention == "reference" else None,
                                   include, exclude, body.rest_freq_hz)
     comp = check_compression(body.compression)

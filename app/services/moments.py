@@ -47,8 +47,8 @@ class MomentParams:
     channel_start: int
     channel_end: int
     threshold: float | None
-    include: tuple[float, float] | None
-    exclude: tuple[float, float] | None
+    include: tuple[float, ...] | None
+    exclude: tuple[float, ...] | None
     rest_freq_hz: float | None
 
 

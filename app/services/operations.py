@@ -17,6 +17,7 @@ from typing import Any
 from app.compute.capabilities import CAPABILITIES
 from app.compute.dispatch import JobContext
 from app.compute.product_cache import product_key
+from app.errors import InvalidRequest
 from app.responses import ok
 from app.runtime import Runtime
 from app.services.sessions import Dataset
@@ -60,6 +61,19 @@ async def execute(
         cached = runtime.cache.get(key)
         if cached is not None and (op.cache_check is None or op.cache_check(cached)):
             return {**cached, "cache_hit": True}, True
+    try:
+        result = await _run(runtime, op, progress=progress, cancel_event=cancel_event)
+    except ValueError as exc:  # a kernel refusing its input (documented ValueErrors): the client's error
+        raise InvalidRequest(str(exc)) from None
+    if op.finish is not None:
+        result = op.finish(result)
+    body = ok(result)
+    if key is not None:
+        runtime.cache.put(key, body)
+    return {**body, "cache_hit": False}, False
+
+
+async def _run(runtime: Runtime, op: Operation, *, progress, cancel_event) -> dict[str, Any]:
     cap = CAPABILITIES[op.name]
     gpu = runtime.backend.runs_on_gpu(op.name)
     if op.parts:
@@ -68,12 +82,7 @@ async def execute(
         result = await runtime.dispatcher.run_heavy(op.job, cancel_event=cancel_event, progress=progress, gpu=gpu)
     else:
         result = await runtime.dispatcher.run_interactive_job(op.job, gpu=gpu)
-    if op.finish is not None:
-        result = op.finish(result)
-    body = ok(result)
-    if key is not None:
-        runtime.cache.put(key, body)
-    return {**body, "cache_hit": False}, False
+    return result
 
 
 async def _run_parts(runtime: Runtime, op: Operation, *, gpu: bool, progress, cancel_event) -> dict[str, Any]:

@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 
 from app.casa_runtime import casatasks_available, configure_casa_offline, run_casa_task
-from cpu_fallback.casa_moments import casa_moment_maps, casa_pixel_range
+from cpu_fallback.casa_moments import _pixel_range as casa_pixel_range
+from cpu_fallback.casa_moments import casa_moment_maps
 from cpu_fallback.moments import moment_maps
 
 DEMO = Path(__file__).resolve().parents[2] / "app" / "demo_data" / "ngc5921_hi_cube.fits.gz"
@@ -129,6 +130,23 @@ def test_casa_unit_of_moment_zero_is_per_km_s(ngc_fits: Path, tmp_path: Path) ->
         ia.close()
     finally:
         ia.done()
+
+
+@pytest.mark.casa
+@needs_casa
+def test_casa_runs_offline_with_bundled_measures() -> None:
+    """configure_casa_offline: idempotent, measures from casadata, no auto-updates, no cwd log."""
+    import os
+
+    configure_casa_offline()
+    configure_casa_offline()  # idempotent, also after CASA was imported
+    import casadata
+    import casatasks  # noqa: F401 - the import itself must work offline
+    from casaconfig import config
+
+    assert config.measures_auto_update is False and config.data_auto_update is False
+    assert Path(config.measurespath) == Path(casadata.datapath).resolve()
+    assert Path(config.logfile).parent == Path(os.environ["CASASITECONFIG"]).parent
 
 
 def test_pixel_range_rules() -> None:

@@ -65,10 +65,7 @@ def viewport_radius(fov_deg: float, width: int | None = None, height: int | None
 
     ``fov_deg`` spans the larger dimension; a square viewport is assumed without pixel sizes.
     """
-    if width and height:
-        aspect = min(width, height) / max(width, height)
-    else:
-        aspect = 1.0
+    aspect = min(width, height) / max(width, height) if width and height else 1.0
     return 0.5 * fov_deg * math.hypot(1.0, aspect)
 
 

@@ -181,3 +181,44 @@ def sources_in_field(
         "dec_column": dec_col,
         "name_column": name_col,
     }
+
+
+def _stack(tables: list[Table]) -> Table:
+    from astropy.table import vstack
+
+    with warnings.catch_warnings():
+        # Differing per-file metadata (descriptions, units) is not an error when stacking rows.
+        warnings.simplefilter("ignore")
+        return tables[0] if len(tables) == 1 else vstack(tables)
+
+
+def dataset_overlay(
+    dataset: Any, cache: TableCache, roots: Sequence[Path], **query: Any
+) -> dict[str, Any]:
+    """:func:`sources_in_field` for an open catalogue dataset.
+
+    When :mod:`app.services.catalogue` offers ``rows_in_cone(dataset, *, ra_deg, dec_deg, radius_deg,
+    max_rows)`` (same result shape), it answers; otherwise the files the dataset was opened from
+    (``info["paths"]``, else ``dataset.path``; re-confined to ``roots``) are read with astropy, and
+    the catalogue's detected sky columns (``info["coordinate_fields"]``) are used unless the client
+    named others.
+    """
+    from app.io.paths import confine
+
+    if dataset.kind != "catalogue":
+        raise InvalidRequest(f"Dataset {dataset.dataset_id} is a {dataset.kind}, not a catalogue.")
+    try:
+        from app.services import catalogue as catalogue_service
+    except ImportError:  # the catalogue service's optional dependencies are missing
+        catalogue_service = None
+    cone = getattr(catalogue_service, "rows_in_cone", None)
+    if cone is not None:
+        return cone(dataset, ra_deg=query["ra_deg"], dec_deg=query["dec_deg"], radius_deg=query["radius_deg"],
+                    max_rows=query["max_rows"])
+    info = dataset.info or {}
+    coords = info.get("coordinate_fields") or {}
+    if coords.get("system") == "sky":
+        query["ra_column"] = query.get("ra_column") or coords.get("ra")
+        query["dec_column"] = query.get("dec_column") or coords.get("dec")
+    paths = [confine(str(p), roots) for p in (info.get("paths") or [dataset.path])]
+    return sources_in_field(_stack([cache.get(p) for p in paths]), **query)

@@ -1,0 +1,5 @@
+"""SAMP interoperability: the server as a SAMP client, message queues, and files shared with peers."""
+
+from app.services.samp.service import SampConfig, SampService
+
+__all__ = ["SampConfig", "SampService"]
