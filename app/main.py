@@ -24,10 +24,12 @@ from app.routers import (
     cube,
     datasets,
     files,
+    hips,
     image,
     meta,
     products,
     resolve,
+    samp,
     spectral,
     tasks,
     vbt,
@@ -40,7 +42,7 @@ log = logging.getLogger("visivo")
 #: Routers that require ``X-Visivo-Token`` (every one except SAMP).
 AUTHENTICATED_ROUTERS = [
     meta.router, files.router, datasets.router, cube.router, products.router, spectral.router, tasks.router,
-    catalogue.router, vbt.router, image.router, cosmology.router, resolve.router,
+    catalogue.router, vbt.router, image.router, cosmology.router, resolve.router, hips.router,
 ]
 
 
@@ -111,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in AUTHENTICATED_ROUTERS:
         app.include_router(router, dependencies=[Depends(require_token)])
+    app.include_router(samp.router)  # token-free (a local SAMP hub calls it); answers loopback clients only
 
     @app.get("/v1/openapi.json", dependencies=[Depends(require_token)], include_in_schema=False)
     async def openapi() -> dict:

@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     linewidth_snr: float = Field(3.0, ge=0.0)
     chunk_megabytes: int = Field(64, ge=1, description="Per-chunk memory budget of heavy CPU work (MiB).")
     log_level: str = "info"
+    hips_cache_megabytes: int = Field(512, ge=0, description="On-disk cache of remote HiPS files and Allskies (MiB).")
+    hips_timeout_seconds: float = Field(15.0, gt=0, description="Timeout of one remote HiPS file.")
+    hips_tile_max_megabytes: int = Field(8, ge=1, description="Largest file accepted from a HiPS survey (MiB).")
+    hips_max_tiles: int = Field(10_000, ge=1, description="Largest tile cover /v1/hips/query_tiles returns.")
+    samp_max_file_megabytes: int = Field(512, ge=1, description="Cap on a SAMP upload or URL import (MiB).")
+    samp_import_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one SAMP URL import.")
+    samp_hub_timeout_seconds: float = Field(5.0, gt=0, description="Timeout of one call to the SAMP hub.")
+    samp_watch_seconds: float = Field(10.0, ge=0, description="Seconds between SAMP hub checks; 0 = off.")
+    samp_require_token: bool = Field(False, description="Also require the token on SAMP routes (downloads excepted).")
     sesame_url: str = Field(
         "https://cds.unistra.fr/cgi-bin/nph-sesame,https://vizier.cfa.harvard.edu/viz-bin/nph-sesame",
         description="Sesame name-resolver base URLs, comma-separated mirrors; empty disables network lookups.",

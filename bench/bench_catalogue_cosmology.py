@@ -190,9 +190,15 @@ def bench_cosmology(repeat: int) -> dict[str, Any]:
                             backend="cpu", sesame_url="")
         with TestClient(create_app(settings)) as client:
             client.headers.update({"X-Visivo-Token": "bench"})
-            body = {"redshifts": redshifts, "model": "Planck18"}
-            http_s, res = best_of(lambda: client.post("/v1/cosmology/distance/batch", json=body), repeat)
-            assert res.json()["valid"]
+            body = json.dumps({"redshifts": redshifts, "model": "Planck18"})  # encoded once, outside the timing
+
+            def round_trip() -> dict:
+                res = client.post("/v1/cosmology/distance/batch", content=body,
+                                  headers={"Content-Type": "application/json"})
+                return res.json()
+
+            http_s, res = best_of(round_trip, repeat)
+            assert res["valid"] and len(res["distances_Mpc"]) == z.size
     return {"n": z.size, "grid_build_s": build_s, "ours_s": ours_s, "astropy_s": astropy_s, "max_rel_diff": rel,
             "http_round_trip_s": http_s}
 
@@ -224,7 +230,8 @@ def report(catalogue: dict[int, dict[str, Any]], cosmo: dict[str, Any], has_pand
          ["ours: grid build (once per model)", fmt_s(cosmo["grid_build_s"]), "—"],
          ["astropy `Planck18.comoving_distance` directly", fmt_s(cosmo["astropy_s"]),
           fmt_x(ratio(cosmo["astropy_s"], cosmo["ours_s"]))],
-         ["HTTP `/v1/cosmology/distance/batch` round trip (JSON in/out)", fmt_s(cosmo["http_round_trip_s"]), "—"]])
+         ["HTTP `/v1/cosmology/distance/batch` (server JSON parse + compute + JSON render, client decode)",
+          fmt_s(cosmo["http_round_trip_s"]), "—"]])
     pandas_note = "" if has_pandas else (
         "pandas is not installed in this environment (it is no dependency of the project), so its row is "
         "missing; pyarrow's CSV reader + compute kernels stand in as the read-and-filter peer.\n\n")

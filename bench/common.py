@@ -294,7 +294,7 @@ def replace_section(heading: str, body: str, path: Path = RESULTS_MD) -> None:
             break
     else:
         sections.append((title, new_body))
-    out = preamble.rstrip("\n") + "\n\n" + "".join(f"{h}\n{b}" for h, b in sections)
+    out = preamble.rstrip("\n") + "\n\n" + "".join(f"{h}\n{b.rstrip()}\n\n" for h, b in sections)
     path.write_text(out.rstrip("\n") + "\n")
 
 

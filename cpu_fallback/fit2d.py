@@ -91,7 +91,6 @@ def _estimate(xp: Any, image: Any, mask: Any, *, n_components: int, background: 
         raise ValueError(f"too few usable pixels ({usable}) for {n_params} parameters")
     bkg = float(xp.median(a[valid])) if background else 0.0  # sync
     work = xp.where(valid, a - bkg, -xp.inf)
-    yy, xx = xp.mgrid[0:ny, 0:nx]
     params: list[float] = []
     for _ in range(n_components):
         index = int(xp.argmax(work))  # sync
@@ -104,7 +103,7 @@ def _estimate(xp: Any, image: Any, mask: Any, *, n_components: int, background: 
         box = work[y0:y1, x0:x1]
         wgt = xp.where(box >= 0.5 * peak, box, 0.0)
         total = float(wgt.sum())  # sync
-        bx, by = xx[y0:y1, x0:x1], yy[y0:y1, x0:x1]
+        by, bx = xp.mgrid[y0:y1, x0:x1]
         cx, cy = float((wgt * bx).sum()) / total, float((wgt * by).sum()) / total
         sxx = float((wgt * (bx - cx) ** 2).sum()) / total
         syy = float((wgt * (by - cy) ** 2).sum()) / total
@@ -112,7 +111,11 @@ def _estimate(xp: Any, image: Any, mask: Any, *, n_components: int, background: 
         sa, sb, theta = _moments_to_ellipse(sxx, syy, sxy)
         params += [peak, cx, cy, sa, sb, theta]
         radius = 2.0 * FWHM_PER_SIGMA * max(sa, sb)
-        work[(xx - cx) ** 2 + (yy - cy) ** 2 <= radius * radius] = -xp.inf
+        sy0, sy1 = max(0, math.floor(cy - radius)), min(ny, math.ceil(cy + radius) + 1)
+        sx0, sx1 = max(0, math.floor(cx - radius)), min(nx, math.ceil(cx + radius) + 1)
+        gy, gx = xp.mgrid[sy0:sy1, sx0:sx1]
+        near = work[sy0:sy1, sx0:sx1]
+        near[(gx - cx) ** 2 + (gy - cy) ** 2 <= radius * radius] = -xp.inf
     if background:
         params.append(bkg)
     return xp.asarray(params, dtype=xp.float64)
@@ -208,15 +211,18 @@ def _fit(xp: Any, images: Any, p0: Any, mask: Any, *, n_components: int, backgro
         w &= xp.broadcast_to(xp.asarray(mask, dtype=bool), d.shape)
     data = xp.where(w, d, 0.0).reshape(nb, -1)
     weight = w.reshape(nb, -1).astype(xp.float64)
-    yy, xx = xp.mgrid[0:ny, 0:nx].astype(xp.float64)
-    xs, ys = xx.reshape(-1), yy.reshape(-1)
     npix = weight.sum(axis=1)
+    n_total = ny * nx
+
+    def coords(sl: slice) -> tuple[Any, Any]:
+        flat = xp.arange(sl.start, min(sl.stop, n_total), dtype=xp.int64)
+        return (flat % nx).astype(xp.float64), (flat // nx).astype(xp.float64)
 
     def chi2_of(q: Any) -> Any:
         total = xp.zeros(nb)
-        for s in range(0, xs.size, _PIXEL_CHUNK):
+        for s in range(0, n_total, _PIXEL_CHUNK):
             sl = slice(s, s + _PIXEL_CHUNK)
-            model, _ = _model_and_jacobian(xp, q, xs[sl], ys[sl], n_components, background, jacobian=False)
+            model, _ = _model_and_jacobian(xp, q, *coords(sl), n_components, background, jacobian=False)
             r = (data[:, sl] - model) * weight[:, sl]
             total += (r * r).sum(axis=1)
         return total
@@ -224,13 +230,13 @@ def _fit(xp: Any, images: Any, p0: Any, mask: Any, *, n_components: int, backgro
     def normal_equations(q: Any) -> tuple[Any, Any]:
         jtj = xp.zeros((nb, n_params, n_params))
         jtr = xp.zeros((nb, n_params))
-        for s in range(0, xs.size, _PIXEL_CHUNK):
+        for s in range(0, n_total, _PIXEL_CHUNK):
             sl = slice(s, s + _PIXEL_CHUNK)
-            model, jac = _model_and_jacobian(xp, q, xs[sl], ys[sl], n_components, background, jacobian=True)
-            jac = jac * weight[:, sl, None]
+            model, jac = _model_and_jacobian(xp, q, *coords(sl), n_components, background, jacobian=True)
+            jac *= weight[:, None, sl]
             r = (data[:, sl] - model) * weight[:, sl]
-            jtj += xp.matmul(jac.transpose(0, 2, 1), jac)
-            jtr += xp.matmul(jac.transpose(0, 2, 1), r[:, :, None])[:, :, 0]
+            jtj += xp.matmul(jac, jac.transpose(0, 2, 1))
+            jtr += xp.matmul(jac, r[:, :, None])[:, :, 0]
         return jtj, jtr
 
     chi2 = chi2_of(p)
@@ -286,11 +292,11 @@ def _inverse(xp: Any, a: Any) -> Any:
 
 def _model_and_jacobian(xp: Any, p: Any, x: Any, y: Any, n_components: int, background: bool,
                         *, jacobian: bool) -> tuple[Any, Any]:
-    """Model ``(B, n)`` and, when asked, Jacobian ``(B, n, P)`` at pixel coordinates ``x``, ``y``."""
+    """Model ``(B, n)`` and, when asked, Jacobian ``(B, P, n)`` at pixel coordinates ``x``, ``y``."""
     nb = p.shape[0]
     n = x.size
     model = xp.zeros((nb, n))
-    jac = xp.empty((nb, n, p.shape[1])) if jacobian else None
+    jac = xp.empty((nb, p.shape[1], n)) if jacobian else None
     for k in range(n_components):
         amp, x0, y0, sa, sb, th = (p[:, N_COMPONENT_PARAMS * k + i, None] for i in range(N_COMPONENT_PARAMS))
         c, s = xp.cos(th), xp.sin(th)
@@ -303,16 +309,16 @@ def _model_and_jacobian(xp: Any, p: Any, x: Any, y: Any, n_components: int, back
         model += g
         if jac is not None:
             j = N_COMPONENT_PARAMS * k
-            jac[:, :, j] = e
-            jac[:, :, j + 1] = g * (u * c * ia - v * s * ib)
-            jac[:, :, j + 2] = g * (u * s * ia + v * c * ib)
-            jac[:, :, j + 3] = g * u * u * ia / sa
-            jac[:, :, j + 4] = g * v * v * ib / sb
-            jac[:, :, j + 5] = g * u * v * (ib - ia)
+            jac[:, j] = e
+            jac[:, j + 1] = g * (u * c * ia - v * s * ib)
+            jac[:, j + 2] = g * (u * s * ia + v * c * ib)
+            jac[:, j + 3] = g * u * u * ia / sa
+            jac[:, j + 4] = g * v * v * ib / sb
+            jac[:, j + 5] = g * u * v * (ib - ia)
     if background:
         model += p[:, -1, None]
         if jac is not None:
-            jac[:, :, -1] = 1.0
+            jac[:, -1] = 1.0
     return model, jac
 
 

@@ -42,7 +42,8 @@ _SUM_BLOCK = 1 << 18
 _NO_POS = (-1, -1, -1)
 
 
-def stats_partial(block: _Array, mask: _Array | None = None, *, origin: tuple[int, int, int] = (0, 0, 0)) -> dict[str, Any]:
+def stats_partial(block: _Array, mask: _Array | None = None, *,
+                  origin: tuple[int, int, int] = (0, 0, 0)) -> dict[str, Any]:
     """Partial statistics of the finite, in-mask pixels of one chunk.
 
     Parameters

@@ -22,7 +22,8 @@ _Array = Any
 _NO_POS = (-1, -1, -1)
 
 
-def stats_partial(block: _Array, mask: _Array | None = None, *, origin: tuple[int, int, int] = (0, 0, 0)) -> dict[str, Any]:
+def stats_partial(block: _Array, mask: _Array | None = None, *,
+                  origin: tuple[int, int, int] = (0, 0, 0)) -> dict[str, Any]:
     """Partial statistics of the finite, in-mask pixels of one chunk, on the device.
 
     Parameters
@@ -113,11 +114,11 @@ def stats_finalize(partial: dict[str, Any]) -> dict[str, Any]:
     out["sigma"] = math.sqrt(max(0.0, (sumsq - total * total / n) / (n - 1))) if n > 1 else 0.0
     out["min"], out["max"] = float(partial["min"]), float(partial["max"])
     idx = [(n - 1) // 2, n // 2, math.ceil(n / 4) - 1, math.ceil(3 * n / 4) - 1]
-    mid_lo, mid_hi, q1, q3 = (float(v) for v in run[cp.asarray(idx)].get())  # sync
+    mid_lo, mid_hi, q1, q3 = (float(v) for v in cp.asnumpy(run[cp.asarray(idx)]))  # sync
     median = mid_lo if n % 2 else 0.5 * (mid_lo + mid_hi)
     out.update(median=median, q1=q1, q3=q3, quartile=q3 - q1)
     dev = cp.sort(cp.abs(run.astype(cp.float64) - median))
-    d_lo, d_hi = (float(v) for v in dev[cp.asarray(idx[:2])].get())  # sync
+    d_lo, d_hi = (float(v) for v in cp.asnumpy(dev[cp.asarray(idx[:2])]))  # sync
     out["medabsdevmed"] = d_lo if n % 2 else 0.5 * (d_lo + d_hi)
     return out
 

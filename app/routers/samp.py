@@ -200,13 +200,13 @@ def inbox(request: Request, since: int | None = None, limit: int = 100,
 @router.post("/files/register")
 def register_file(body: PathRequest, request: Request, samp: SampService = Depends(samp_service)) -> dict:
     """An unguessable token (and URL) for a file inside the data roots."""
-    return ok(samp.register_path(body.path, _base_url(request)))
+    return ok(samp.files.register_path(body.path, _base_url(request)))
 
 
 @router.get("/files/{token}")
 def serve_file(token: str, samp: SampService = Depends(get_samp)) -> FileResponse:
     """The file of a token (FITS as ``application/fits``); 404 for an unknown token."""
-    path, content_type = samp.served_file(token)
+    path, content_type = samp.files.served_file(token)
     return FileResponse(path, media_type=content_type, filename=path.name, content_disposition_type="inline")
 
 
@@ -222,13 +222,13 @@ async def upload_file(request: Request, filename: str | None = None,
         directory=samp.config.output_dir / "samp_uploads",
         max_bytes=samp.config.max_file_bytes,
     )
-    return ok(samp.file_info(path.resolve(), _base_url(request)), uploaded_bytes=size)
+    return ok(samp.files.file_info(path.resolve(), _base_url(request)), uploaded_bytes=size)
 
 
 @router.post("/import-url")
 def import_url(body: ImportRequest, request: Request, samp: SampService = Depends(samp_service)) -> dict:
     """Download an http(s) URL (size cap, timeout, no redirect to other schemes) and open it in the session."""
-    return ok(samp.import_url(body.url, name=body.name, session_id=body.session_id or session_id_of(request),
+    return ok(samp.files.import_url(body.url, name=body.name, session_id=body.session_id or session_id_of(request),
                               base_url=_base_url(request)))
 
 
@@ -236,7 +236,7 @@ def import_url(body: ImportRequest, request: Request, samp: SampService = Depend
 def send_fits(body: SendFileRequest, request: Request, samp: SampService = Depends(samp_service)) -> dict:
     """``image.load.fits`` with a served URL of the FITS file (path, token or dataset) to one or all peers."""
     sid = session_id_of(request)
-    source = samp.resolve_source(token=body.token, path=body.path, dataset_id=body.dataset_id, session_id=sid)
+    source = samp.files.resolve_source(token=body.token, path=body.path, dataset_id=body.dataset_id, session_id=sid)
     return ok(samp.send_fits(source, name=body.name, recipient=body.recipient, session_id=sid,
                              base_url=_base_url(request)))
 
@@ -245,6 +245,6 @@ def send_fits(body: SendFileRequest, request: Request, samp: SampService = Depen
 def send_catalogue(body: SendFileRequest, request: Request, samp: SampService = Depends(samp_service)) -> dict:
     """``table.load.votable`` with the catalogue (CSV, TSV, FITS table ... converted to VOTable) to peers."""
     sid = session_id_of(request)
-    source = samp.resolve_source(token=body.token, path=body.path, dataset_id=body.dataset_id, session_id=sid)
+    source = samp.files.resolve_source(token=body.token, path=body.path, dataset_id=body.dataset_id, session_id=sid)
     return ok(samp.send_catalogue(source, name=body.name, recipient=body.recipient, session_id=sid,
                                   base_url=_base_url(request)))

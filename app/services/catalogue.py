@@ -82,7 +82,7 @@ def _column_mismatch(path: Path, first: Path, names: Sequence[str], expected: Se
 def load_store(paths: Sequence[Path], fmt: str) -> tuple[TableStore, list[str]]:
     """Load one or more files of one format into a :class:`TableStore` (columns must match by name)."""
     if fmt == "csv":
-        expected = csv_column_names(paths[0])
+        expected = csv_column_names(paths[0]) if len(paths) > 1 else []
         for path in paths[1:]:
             names = csv_column_names(path)
             if sorted(names) != sorted(expected):

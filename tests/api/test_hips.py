@@ -401,3 +401,19 @@ def test_catalogue_overlay_from_open_dataset(hips_client: TestClient) -> None:
     other = hips_client.post("/v1/hips/catalogue_overlay", headers={"X-Visivo-Session": "someone-else"},
                              json={"dataset_id": opened["dataset_id"], "ra": 230.5, "dec": 5.0, "radius_deg": 0.5})
     assert other.status_code == 404
+
+
+def test_disk_cache_is_bounded_lru(tmp_path: Path) -> None:
+    from app.services.hips.tiles import DiskCache
+
+    cache = DiskCache(tmp_path / "cache", max_bytes=250)
+    cache.put("s/a", b"a" * 100)
+    cache.put("s/b", b"b" * 100)
+    assert cache.get("s/a") == b"a" * 100  # a is now the most recent
+    cache.put("s/c", b"c" * 100)
+    assert cache.get("s/b") is None and not (tmp_path / "cache/s/b").exists()
+    assert cache.total_bytes == 200
+    cache.put("s/huge", b"h" * 300)  # larger than the whole cache: not kept
+    assert cache.get("s/huge") is None
+    reopened = DiskCache(tmp_path / "cache", max_bytes=150)  # files left by a previous run are adopted and bounded
+    assert reopened.total_bytes == 100

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import io
@@ -26,6 +27,7 @@ from app.main import create_app
 from app.routers import samp as samp_router
 from app.services.samp.hub import read_lockfile
 from app.services.samp.messages import STANDARD_MTYPES
+from app.services.samp.multipart import MultipartError, UploadTooLarge, read_multipart
 from app.settings import DEMO_DATA_ROOT, Settings
 from tests.api.conftest import TOKEN
 
@@ -236,6 +238,7 @@ def test_exchange_with_a_peer(samp_client: TestClient, hubs: Hubs, peers, monkey
     # the peer talks to the server: a notification and a call (acknowledged with samp.ok)
     server_id = status["client_id"]
     peer.client.notify(server_id, {"samp.mtype": "coord.pointAt.sky", "samp.params": {"ra": "10.5", "dec": "-3"}})
+    assert len(_wait_inbox(samp_client, 1)) == 1  # hub deliveries are asynchronous: keep the order certain
     reply = peer.client.call_and_wait(server_id, {"samp.mtype": "table.load.votable",
                                                   "samp.params": {"url": "http://127.0.0.1:1/t.vot"}}, timeout="5")
     assert reply["samp.status"] == "samp.ok"
@@ -257,6 +260,7 @@ def test_inbox_sessions_and_bridge(samp_client: TestClient) -> None:
     s2 = _ok(samp_client.get("/v1/samp/inbox", headers={"X-Visivo-Session": "s2"}))["messages"]
     assert [m["mtype"] for m in s2] == ["coord.pointAt.sky", "image.load.fits"] and s2[1]["sender_id"] == "cli#9"
 
+    assert _ok(samp_client.post("/v1/samp/hub-status"))["connected"] is False  # heartbeat without a body
     bad = samp_client.post("/v1/samp/send", json={"mtype": "not an mtype!", "params": {}}).json()
     assert bad["valid"] is False and "MType" in bad["error"]
     missing = samp_client.post("/v1/samp/send", json={"mtype": "coord.pointAt.sky", "params": {"ra": 1}}).json()
@@ -385,3 +389,104 @@ def test_import_url(samp_client: TestClient, web: tuple[str, Path], settings: Se
     big = samp_client.post("/v1/samp/import-url", json={"url": f"{base}/noext"}).json()
     assert big["valid"] is False and "limit" in big["error"]
     assert not [p for p in (settings.output_dir / "samp_imports").iterdir() if p.name.startswith(".")]
+
+
+def test_optional_token_requirement(samp_client: TestClient) -> None:
+    service = _service(samp_client)
+    service.config = dataclasses.replace(service.config, require_token=True)
+    assert samp_client.get("/v1/samp/status").status_code == 401
+    assert _ok(samp_client.get("/v1/samp/status", headers={"X-Visivo-Token": TOKEN}))["connected"] is False
+    body = _ok(samp_client.post("/v1/samp/files/register", json={"path": "catalogue_sky.csv"},
+                                headers={"X-Visivo-Token": TOKEN}))
+    assert samp_client.get(body["url"]).status_code == 200  # peers fetch files by token alone
+
+
+def test_watchdog_reconnects_by_itself(samp_client: TestClient, hubs: Hubs) -> None:
+    service = _service(samp_client)
+    service.config = dataclasses.replace(service.config, watch_interval=0.1)
+    hubs.start()
+    first = _ok(samp_client.post("/v1/samp/connect", json={"lockfile": str(hubs.lockfile)}))["hub_url"]
+    hubs.stop()
+    hubs.start()
+    deadline = time.monotonic() + 10
+    while service.reconnects < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert service.reconnects == 1
+    assert _ok(samp_client.get("/v1/samp/status"))["hub_url"] not in (None, first)
+
+
+@pytest.mark.parametrize("step", [1, 7, 4096])
+def test_multipart_stream_split_anywhere(step: int) -> None:
+    boundary = b"xYzBoUnDaRy"
+    content = b"SIMPLE  =" + bytes(range(256)) * 3 + b"\r\n--xYzBoUnDaR"  # a near-delimiter inside the data
+    body = (b"preamble\r\n--" + boundary + b"\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi there"
+            b"\r\n--" + boundary + b"\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a b.fits\"\r\n"
+            b"Content-Type: application/fits\r\n\r\n" + content + b"\r\n--" + boundary + b"--\r\nepilogue")
+    sink = io.BytesIO()
+
+    async def chunks(data: bytes):  # noqa: ANN202
+        for i in range(0, len(data), step):
+            yield data[i:i + step]
+
+    result = asyncio.run(read_multipart(chunks(body), boundary, lambda name: sink, max_file_bytes=10_000))
+    assert (result.file_field, result.filename, result.size) == ("file", "a b.fits", len(content))
+    assert sink.getvalue() == content and result.fields == {"note": "hi there"}
+    with pytest.raises(UploadTooLarge):
+        asyncio.run(read_multipart(chunks(body), boundary, lambda name: io.BytesIO(), max_file_bytes=100))
+    with pytest.raises(MultipartError):
+        asyncio.run(read_multipart(chunks(body[:-40]), boundary, lambda name: io.BytesIO(), max_file_bytes=10_000))
+
+
+def test_lockfile_discovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.services.samp.hub import HubError, lockfile_path
+
+    lock = tmp_path / "jsamp.lock"
+    lock.write_text("# written by JSAMP\nsamp.secret=abc\\=1\nsamp.hub.xmlrpc.url=http\\://127.0.0.1\\:4567/xmlrpc\n"
+                    "samp.profile.version=1.3\n")
+    assert read_lockfile(lock)["samp.hub.xmlrpc.url"] == "http://127.0.0.1:4567/xmlrpc"
+    assert read_lockfile(lock)["samp.secret"] == "abc=1"
+    assert lockfile_path() == Path.home() / ".samp"
+    monkeypatch.setenv("SAMP_HUB", f"std-lockurl:{lock.as_uri()}")
+    assert lockfile_path() == lock
+    monkeypatch.setenv("SAMP_HUB", "std-lockurl:http://127.0.0.1:1/lock")
+    with pytest.raises(HubError):
+        lockfile_path()
+    (tmp_path / "bad.lock").write_text("samp.secret=x\n")
+    with pytest.raises(HubError):
+        read_lockfile(tmp_path / "bad.lock")
+
+
+def test_configs_read_settings_fields(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from app.services.hips import HipsConfig
+    from app.services.samp import SampConfig
+
+    fields = SimpleNamespace(output_dir=tmp_path, hips_cache_megabytes=3, hips_timeout_seconds=2.5,
+                             hips_tile_max_megabytes=1, hips_max_tiles=99, samp_max_file_megabytes=7,
+                             samp_import_timeout_seconds=9.0, samp_hub_timeout_seconds=1.5, samp_watch_seconds=0.0,
+                             samp_require_token=True)
+    hips = HipsConfig.from_settings(fields)
+    assert (hips.cache_dir, hips.cache_max_bytes, hips.timeout, hips.tile_max_bytes, hips.max_tiles) == (
+        tmp_path / ".hips_cache", 3 << 20, 2.5, 1 << 20, 99)
+    samp = SampConfig.from_settings(fields)
+    assert (samp.max_file_bytes, samp.import_timeout, samp.hub_timeout, samp.watch_interval, samp.require_token) == (
+        7 << 20, 9.0, 1.5, 0.0, True)
+    defaults = SampConfig.from_settings(SimpleNamespace(output_dir=tmp_path))
+    assert defaults.max_file_bytes == 512 << 20 and defaults.require_token is False
+
+
+def test_frozen_hub_times_out(samp_client: TestClient, tmp_path: Path) -> None:
+    import socket
+
+    service = _service(samp_client)
+    service.config = dataclasses.replace(service.config, hub_timeout=0.3, watch_interval=0)
+    with socket.socket() as silent:  # accepts connections (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        lock = tmp_path / "frozen.lock"
+        lock.write_text(f"samp.secret=s\nsamp.hub.xmlrpc.url=http://127.0.0.1:{silent.getsockname()[1]}/\n")
+        started = time.monotonic()
+        res = samp_client.post("/v1/samp/connect", json={"lockfile": str(lock)}).json()
+        assert res["valid"] is False and "Cannot register" in res["error"]
+        assert time.monotonic() - started < 5

@@ -66,8 +66,11 @@ def _fits_tile(data: bytes) -> np.ndarray:
 
 
 def _fetch_all(get_tile: Callable[[int], bytes | None], n: int) -> list[bytes | None]:
-    with ThreadPoolExecutor(max_workers=FETCH_WORKERS, thread_name_prefix="hips-allsky") as pool:
+    pool = ThreadPoolExecutor(max_workers=FETCH_WORKERS, thread_name_prefix="hips-allsky")
+    try:
         return list(pool.map(get_tile, range(n)))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # on a failure, do not wait for the tiles not started
 
 
 def _build_fits(tiles: list[bytes | None], cols: int, rows: int, px: int) -> bytes:

@@ -117,3 +117,11 @@ def get_box(params: dict[str, Any]) -> tuple[int, int, int, int] | None:
         raise _bad("box", "expected four integers 'x1,y1,x2,y2' (one box)")
     x1, y1, x2, y2 = numbers
     return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+
+
+def box_in_image(params: dict[str, Any], nx: int, ny: int) -> tuple[int, int, int, int] | None:
+    """:func:`get_box`, checked against an ``nx × ny`` plane (400 when any corner lies outside)."""
+    box = get_box(params)
+    if box is not None and (box[0] < 0 or box[1] < 0 or box[2] >= nx or box[3] >= ny):
+        raise _bad("box", f"'{params['box']}' is outside the image (0..{nx - 1}, 0..{ny - 1})")
+    return box

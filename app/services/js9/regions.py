@@ -8,10 +8,11 @@ Pixel convention (decided, tested and documented in the README):
   array indices (``x0 = x − 1``), which is also CASA's pixel convention, so a JS9 circle at
   ``(129, 129)`` is the CASA region ``circle[[128pix, 128pix], …]``.
 - **Membership**: a pixel belongs to a region when its *centre* lies inside or on the boundary,
-  which is what CASA does (checked against casatools for every shape): circle
-  ``dx² + dy² ≤ r²``; box ``x − w/2 ≤ i ≤ x + w/2`` (and the same in y); ellipse
-  ``(u/rx)² + (v/ry)² ≤ 1`` with ``u`` along ``angle``; rotated box and polygon: point in
-  polygon with the boundary included (``skimage.measure.points_in_poly``).
+  decided exactly as casacore decides it (:mod:`.casa_geometry`, including its float32
+  arithmetic and tolerances), so the native and CASA engines select the same pixels: circle and
+  ellipse ``(u/rx)² + (v/ry)² ≤ 1`` (``u`` along ``angle``; casacore ``LCEllipsoid``); box
+  ``x − w/2 ≤ i ≤ x + w/2`` and the same in y (``LCBox``); rotated box and polygon: scan lines
+  with the boundary included (``LCPolygon``).
 
 Shapes (aliases as in the reference and as JS9 names them):
 
@@ -27,9 +28,11 @@ point        ``pt``                       ``x``, ``y`` (the pixel containing it;
 ===========  ===========================  =====================================================
 
 Angles are degrees counter-clockwise from the +x axis (JS9/DS9). CRTF written for CASA:
-``circle[[x,y],r]``, ``centerbox[[x,y],[w,h]]`` (the reference's ``box[[x,y],[w,h]]`` is a
-corner box in CRTF, so a centre box is written as ``centerbox``), ``rotbox[[x,y],[w,h],a]``,
-``ellipse[[x,y],[ry,rx],a]`` (CRTF's first semi-axis lies at ``a + 90°``), ``poly[[x1,y1],…]``.
+``circle[[x,y],r]``; a box as its corners ``box[[x−w/2, y−h/2], [x+w/2, y+h/2]]`` (CRTF's ``box``
+takes corners, so the reference's ``box[[x,y],[w,h]]`` would be wrong; and ``centerbox``/``rotbox``
+are converted to sky coordinates by CASA, which moves edge pixels in and out away from the
+reference pixel), a rotated box as the ``poly`` of its four corners, ``ellipse[[x,y],[ry,rx],a]``
+(CRTF's first semi-axis lies at ``a + 90°``), ``poly[[x1,y1],…]``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from app.services.js9 import casa_geometry
 from app.services.js9.errors import Js9BadRequest
 
 SHAPE_ALIASES: dict[str, str] = {
@@ -116,30 +120,14 @@ class Region:
         w, h = (self.height, self.width) if int(round(turns)) % 2 else (self.width, self.height)
         return self.x - 0.5 * w, self.x + 0.5 * w, self.y - 0.5 * h, self.y + 0.5 * h
 
-    def extent(self) -> tuple[float, float, float, float]:
-        """Bounding ``(xmin, xmax, ymin, ymax)`` of the shape in pixel coordinates."""
-        if self.shape == "circle":
-            return self.x - self.radius, self.x + self.radius, self.y - self.radius, self.y + self.radius
-        if self.shape == "point":
-            return self.x, self.x, self.y, self.y
-        box = self._axis_aligned_box()
-        if box is not None:
-            return box
-        if self.shape == "ellipse":
-            t = math.radians(self.angle)
-            hx = math.hypot(self.rx * math.cos(t), self.ry * math.sin(t))
-            hy = math.hypot(self.rx * math.sin(t), self.ry * math.cos(t))
-            return self.x - hx, self.x + hx, self.y - hy, self.y + hy
-        poly = self._polygon()
-        return float(poly[:, 0].min()), float(poly[:, 0].max()), float(poly[:, 1].min()), float(poly[:, 1].max())
-
     def pixel_mask(self, ny: int, nx: int) -> tuple[slice, slice, np.ndarray]:
-        """The pixels of an ``(ny, nx)`` plane inside the region.
+        """The pixels of an ``(ny, nx)`` plane inside the region, as CASA selects them.
 
         Returns
         -------
         ys, xs : slice
-            The bounding box of those pixels (0-based, step 1).
+            The bounding box CASA reports as ``blc``/``trc`` (0-based, step 1): the member pixels'
+            box for boxes and polygons, casacore's ellipsoid box for circles and ellipses.
         mask : numpy.ndarray
             ``(len(ys), len(xs))`` bool membership within the bounding box.
 
@@ -153,35 +141,38 @@ class Region:
             if not (0 <= ix < nx and 0 <= iy < ny):
                 raise RegionError(f"point ({self.x + 1:g}, {self.y + 1:g}) lies outside the image")
             return slice(iy, iy + 1), slice(ix, ix + 1), np.ones((1, 1), dtype=bool)
-        xmin, xmax, ymin, ymax = self.extent()
-        x0, x1 = max(0, math.ceil(xmin - 1e-9)), min(nx - 1, math.floor(xmax + 1e-9))
-        y0, y1 = max(0, math.ceil(ymin - 1e-9)), min(ny - 1, math.floor(ymax + 1e-9))
-        if x1 < x0 or y1 < y0:
+        found = self._casa_mask(ny, nx)
+        if found is None or not found[2].any():
             raise RegionError("the region contains no pixel of the image")
-        ys, xs = slice(y0, y1 + 1), slice(x0, x1 + 1)
-        gy, gx = np.mgrid[ys, xs].astype(np.float64)
-        mask = self._inside(gx, gy)
-        if not mask.any():
-            raise RegionError("the region contains no pixel centre of the image")
-        return ys, xs, mask
+        return found
 
-    def _inside(self, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    def _casa_mask(self, ny: int, nx: int) -> casa_geometry.Mask:
         if self.shape == "circle":
-            return (gx - self.x) ** 2 + (gy - self.y) ** 2 <= self.radius * self.radius
-        box = self._axis_aligned_box()
-        if box is not None:
-            bx0, bx1, by0, by1 = box
-            return (gx >= bx0) & (gx <= bx1) & (gy >= by0) & (gy <= by1)
+            return casa_geometry.ellipsoid_mask(self.x, self.y, self.radius, self.radius, ny, nx)
         if self.shape == "ellipse":
-            t = math.radians(self.angle)
-            c, s = math.cos(t), math.sin(t)
-            dx, dy = gx - self.x, gy - self.y
-            u, v = dx * c + dy * s, -dx * s + dy * c
-            return (u / self.rx) ** 2 + (v / self.ry) ** 2 <= 1.0
-        from skimage.measure import points_in_poly
-
-        pts = np.column_stack([gx.reshape(-1), gy.reshape(-1)])
-        return points_in_poly(pts, self._polygon()).reshape(gx.shape)
+            turn = self.angle % 180.0
+            if min(turn, 180.0 - turn) <= 9e-4:  # casacore: theta near pi/2 -> axis-aligned
+                return casa_geometry.ellipsoid_mask(self.x, self.y, self.rx, self.ry, ny, nx)
+            if turn == 90.0:
+                return casa_geometry.ellipsoid_mask(self.x, self.y, self.ry, self.rx, ny, nx)
+            return casa_geometry.rotated_ellipse_mask(self.x, self.y, self.rx, self.ry, math.radians(self.angle),
+                                                      ny, nx)
+        box = self._axis_aligned_box()
+        if box is None:
+            poly = self._polygon()
+            return casa_geometry.polygon_mask(poly[:, 0].tolist(), poly[:, 1].tolist(), ny, nx)
+        bx0, bx1, by0, by1 = box
+        x0, x1 = max(0, math.ceil(bx0 - 1e-9)), min(nx - 1, math.floor(bx1 + 1e-9))
+        y0, y1 = max(0, math.ceil(by0 - 1e-9)), min(ny - 1, math.floor(by1 + 1e-9))
+        if x1 < x0 or y1 < y0:
+            return None
+        gy, gx = np.mgrid[y0 : y1 + 1, x0 : x1 + 1].astype(np.float64)
+        mask = (gx >= bx0) & (gx <= bx1) & (gy >= by0) & (gy <= by1)
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if rows.size == 0:
+            return None
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        return slice(y0 + r0, y0 + r1), slice(x0 + c0, x0 + c1), mask[r0:r1, c0:c1]
 
     # -- CASA ----------------------------------------------------------------------------------
 
@@ -199,12 +190,10 @@ class Region:
             return f"box[[{ix}pix, {iy}pix], [{ix}pix, {iy}pix]]"
         box = self._axis_aligned_box()
         if box is not None:
-            return f"centerbox[{centre}, [{p(box[1] - box[0])}, {p(box[3] - box[2])}]]"
-        if self.shape == "box":
-            return f"rotbox[{centre}, [{p(self.width)}, {p(self.height)}], {_num(self.angle)}deg]"
+            return f"box[[{p(box[0])}, {p(box[2])}], [{p(box[1])}, {p(box[3])}]]"
         if self.shape == "ellipse":
             return f"ellipse[{centre}, [{p(self.ry)}, {p(self.rx)}], {_num(self.angle)}deg]"
-        return "poly[" + ", ".join(f"[{p(x)}, {p(y)}]" for x, y in self.points) + "]"
+        return "poly[" + ", ".join(f"[{p(x)}, {p(y)}]" for x, y in self._polygon().tolist()) + "]"
 
     def describe(self) -> dict[str, Any]:
         """JSON summary for results: the shape and its CASA region text (0-based pixels)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import threading
 import xmlrpc.client
 from collections.abc import Callable
@@ -24,7 +25,12 @@ from urllib.request import url2pathname
 
 from pyvo.samp import SAMP_STATUS_OK, SAMPHubProxy, SAMPIntegratedClient
 from pyvo.samp import conf as samp_conf
-from pyvo.samp.utils import SAMPXXEServerProxy, ServerProxyPool, get_safe_parser
+from pyvo.samp.utils import SAMPXXEServerProxy, ServerProxyPool
+
+try:  # pyvo's XXE-safe XML-RPC parser (not part of its public API)
+    from pyvo.samp.utils import get_safe_parser
+except ImportError:  # pragma: no cover - older/newer pyvo: the standard parser (expat expands no external entities)
+    get_safe_parser = None
 
 from app.services.samp.messages import HUB_SHUTDOWN, STANDARD_MTYPES
 
@@ -34,9 +40,10 @@ CLIENT_NAME = "VisIVO Server"
 CLIENT_DESCRIPTION = "VisIVO GPU compute server for radio-astronomy cubes (FastAPI)"
 MAX_LOCKFILE_BYTES = 64 * 1024
 LISTEN_ADDRESS = "127.0.0.1"
+_JAVA_ESCAPE = re.compile(r"\\(.)")
 
-#: ``on_message(kind, sender_id, mtype, params, msg_id)``
-MessageHandler = Callable[[str, str, str, dict, "str | None"], None]
+#: ``on_message(kind, sender_id, sender_name, mtype, params, msg_id)``
+MessageHandler = Callable[[str, str, str, str, dict, "str | None"], None]
 
 
 class HubError(Exception):
@@ -62,7 +69,10 @@ def lockfile_path(explicit: str | None = None) -> Path:
 
 
 def read_lockfile(path: Path) -> dict[str, str]:
-    """The ``key=value`` entries of a lockfile; :class:`HubError` when missing or without secret and URL."""
+    """The ``key=value`` entries of a lockfile; :class:`HubError` when missing or without secret and URL.
+
+    Values are unescaped like Java properties (JSAMP, TOPCAT's hub, writes ``http\\://host\\:port/``).
+    """
     try:
         with path.open("rb") as handle:
             text = handle.read(MAX_LOCKFILE_BYTES).decode("utf-8", "replace")
@@ -73,7 +83,7 @@ def read_lockfile(path: Path) -> dict[str, str]:
         if line.startswith("#") or "=" not in line:
             continue
         key, _, value = line.partition("=")
-        values[key.strip()] = value.strip()
+        values[key.strip()] = _JAVA_ESCAPE.sub(r"\1", value.strip())
     if not values.get("samp.secret") or not values.get("samp.hub.xmlrpc.url"):
         raise HubError(f"Malformed SAMP lockfile {path}.")
     if urlsplit(values["samp.hub.xmlrpc.url"]).scheme not in ("http", "https"):
@@ -94,6 +104,8 @@ class _TimeoutTransport(xmlrpc.client.Transport):
         return connection
 
     def getparser(self) -> Any:
+        if get_safe_parser is None:  # pragma: no cover
+            return super().getparser()
         return get_safe_parser(self._use_datetime, self._use_builtin_types)
 
 
@@ -135,17 +147,16 @@ class HubConnection:
     on_message
         Called (from a SAMP callback thread) for every message of :data:`STANDARD_MTYPES` received;
         calls are acknowledged with ``samp.ok`` afterwards.
-    on_hub_shutdown
-        Called when the hub announces that it is shutting down.
     """
 
-    def __init__(self, params: dict[str, str], *, timeout: float, on_message: MessageHandler,
-                 on_hub_shutdown: Callable[[], None]) -> None:
+    def __init__(self, params: dict[str, str], *, timeout: float, on_message: MessageHandler) -> None:
         self.params = params
         self.hub_url = params["samp.hub.xmlrpc.url"]
         self.secret = params["samp.secret"]
         self._on_message = on_message
-        self._on_hub_shutdown = on_hub_shutdown
+        #: Set when this hub announced its shutdown or stopped answering (per connection, so a late
+        #: notification from an old hub never condemns the connection to its successor).
+        self.gone = threading.Event()
         self._names: dict[str, str] = {}
         self._lock = threading.Lock()
         self.client = SAMPIntegratedClient(
@@ -184,14 +195,14 @@ class HubConnection:
         return name
 
     def _notification(self, private_key: str, sender_id: str, mtype: str, params: dict, extra: dict) -> None:
-        self._on_message("notification", sender_id, mtype, params, None)
+        self._on_message("notification", sender_id, self.sender_name(sender_id), mtype, params, None)
 
     def _call(self, private_key: str, sender_id: str, msg_id: str, mtype: str, params: dict, extra: dict) -> None:
-        self._on_message("call", sender_id, mtype, params, msg_id)
+        self._on_message("call", sender_id, self.sender_name(sender_id), mtype, params, msg_id)
         self.client.reply(msg_id, {"samp.status": SAMP_STATUS_OK, "samp.result": {}})
 
     def _shutdown(self, private_key: str, sender_id: str, mtype: str, params: dict, extra: dict) -> None:
-        self._on_hub_shutdown()
+        self.gone.set()
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -210,7 +221,10 @@ class HubConnection:
     def peers(self) -> list[dict[str, Any]]:
         """Other registered clients: ``id``, ``name`` and which standard MTypes each is subscribed to."""
         peers = []
+        hub_id = getattr(self.client.client, "_hub_id", None)  # the hub registers itself as a client too
         for cid in self.client.get_registered_clients():
+            if cid == hub_id:
+                continue
             try:
                 subscribed = self.client.get_subscriptions(cid)
             except Exception:  # a client can leave between the two calls

@@ -1,0 +1,408 @@
+"""The five JS9 analysis tasks on our own kernels (NumPy on the CPU, CuPy on the GPU).
+
+Each task reads only the region's bounding box of the requested planes, hands arrays to the
+kernel modules of the job's tree (``ctx.kernels(module, operation)``) and shapes the result the
+way the API reference (and, for the CASA keys, casatasks) does:
+
+========  ==============================  =====================================================
+task      kernels                         result
+========  ==============================  =====================================================
+imstat    ``stats``                       ``{"DATA": {npts, sum, sumsq, mean, sigma, std, rms, min, max,
+                                          minpos, maxpos, median, medabsdevmed, q1, q3, quartile,
+                                          blc, trc[, flux, flux_unit]}}``
+imfit     ``fit2d``                       ``{"fit": {amplitude, center, major_axis, minor_axis, pa,
+                                          background, flux, errors, converged …}, "components": […]}``
+imview    ``contours``                    ``{contour_levels, contour_paths, image_shape, data_range}``
+specflux  ``region_flux``                 ``{"flux": {"DATA": {mean, sum, npts[, flux]}}, "note"[, spectrum,
+                                          total_flux]}``
+imval     (plain read)                    ``{values, shape, mask, blc, trc, unit}``
+========  ==============================  =====================================================
+
+Pixel conventions: CASA keys (``minpos``, ``maxpos``, ``blc``, ``trc``, ``pixelcoords``) are 0-based
+over all FITS axes like casatasks; JS9-facing geometry (``fit.center``, contour ``x``/``y``) is in
+1-based JS9 image pixels so a page can draw it directly (``pixel_origin: 1`` in those results).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any
+
+import numpy as np
+
+from app.compute.backend import to_host
+from app.compute.dispatch import JobContext
+from app.services.js9 import params as prm
+from app.services.js9.errors import Js9TaskFailed
+from app.services.js9.images import ImageView, parse_chans, single_plane
+from app.services.js9.regions import Region
+
+#: Capability-table operation of each task (``app.compute.capabilities``) and its kernel module.
+OPERATIONS: dict[str, tuple[str, str | None]] = {
+    "imstat": ("js9_imstat", "stats"),
+    "imfit": ("js9_imfit", "fit2d"),
+    "imview": ("js9_imview", "contours"),
+    "specflux": ("js9_specflux", "region_flux"),
+    "imval": ("js9_imval", None),
+}
+#: Elements from which imstat cuts the region into row chunks sorted in parallel on the CPU.
+PARALLEL_MIN_ELEMENTS = 1 << 21
+_WORKERS = max(1, min(8, os.cpu_count() or 1))
+_POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="visivo-js9")
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+
+
+@dataclass
+class Selection:
+    """The planes and the region's bounding box (0-based) a task reads, and the region mask."""
+
+    z: range
+    ys: slice
+    xs: slice
+    mask: np.ndarray | None
+
+    @property
+    def zslice(self) -> slice:
+        return slice(self.z.start, self.z.stop)
+
+    def read(self, view: ImageView, rows: slice | None = None) -> np.ndarray:
+        """``(nz, ny, nx)`` float32 block of the selection (optionally a sub-range of its rows)."""
+        ys = self.ys if rows is None else slice(self.ys.start + rows.start, self.ys.start + rows.stop)
+        return view.source.read(z=self.zslice, y=ys, x=self.xs)
+
+
+def select(view: ImageView, region: Region | None, z: range) -> Selection:
+    """Bounding box and mask of ``region`` (whole plane without one) over channels ``z``."""
+    _, ny, nx = view.shape
+    if region is None:
+        return Selection(z, slice(0, ny), slice(0, nx), None)
+    ys, xs, mask = region.pixel_mask(ny, nx)
+    return Selection(z, ys, xs, None if mask.all() else mask)
+
+
+def _to_device(ctx: JobContext, array: np.ndarray | None) -> Any:
+    if array is None or not ctx.on_gpu:
+        return array
+    import cupy  # noqa: PLC0415  (GPU jobs only)
+
+    return cupy.asarray(array)
+
+
+def _region_info(region: Region | None) -> dict[str, Any] | None:
+    return None if region is None else region.describe()
+
+
+# -- imstat --------------------------------------------------------------------------------------
+
+
+def imstat(ctx: JobContext, view: ImageView, region: Region | None, params: dict[str, Any]) -> dict[str, Any]:
+    """CASA ``imstat`` statistics over the region (whole image without one), blanks excluded."""
+    sel = select(view, region, parse_chans(params.get("chans"), view))
+    kern = ctx.kernels("stats", OPERATIONS["imstat"][0])
+    origin = (sel.z.start, sel.ys.start, sel.xs.start)
+    if ctx.on_gpu:
+        block = _to_device(ctx, sel.read(view))
+        stats = kern.stats_finalize(kern.stats_partial(block, _to_device(ctx, sel.mask), origin=origin))
+    else:
+        stats = _cpu_stats(kern, view, sel)
+    data: dict[str, Any] = {key: stats[key] for key in (
+        "npts", "sum", "sumsq", "mean", "sigma", "rms", "min", "max", "median", "medabsdevmed", "q1", "q3", "quartile")}
+    data["std"] = stats["sigma"]
+    for key in ("minpos", "maxpos"):
+        pos = stats[key]
+        data[key] = view.casa_position(*pos) if pos[0] >= 0 else None
+    data["blc"] = view.casa_position(sel.z.start, sel.ys.start, sel.xs.start)
+    data["trc"] = view.casa_position(sel.z.stop - 1, sel.ys.stop - 1, sel.xs.stop - 1)
+    flux = _integrated_flux(ctx, view, sel, stats["sum"])
+    if flux is not None:
+        data["flux"], data["flux_unit"] = flux
+    return {"DATA": data, "region": _region_info(region)}
+
+
+def _cpu_stats(kern: Any, view: ImageView, sel: Selection) -> dict[str, Any]:
+    """Row chunks of a large selection are read and sorted in parallel threads, then combined."""
+    nrows = sel.ys.stop - sel.ys.start
+    size = len(sel.z) * nrows * (sel.xs.stop - sel.xs.start)
+    chunks = 1 if size < PARALLEL_MIN_ELEMENTS else min(_WORKERS, nrows)
+    bounds = np.linspace(0, nrows, chunks + 1).astype(int)
+
+    def partial(i: int) -> dict[str, Any]:
+        rows = slice(int(bounds[i]), int(bounds[i + 1]))
+        mask = None if sel.mask is None else sel.mask[rows]
+        origin = (sel.z.start, sel.ys.start + rows.start, sel.xs.start)
+        return kern.stats_partial(sel.read(view, rows), mask, origin=origin)
+
+    parts = [partial(0)] if chunks == 1 else list(_POOL.map(partial, range(chunks)))
+    return kern.stats_finalize(reduce(kern.stats_combine, parts))
+
+
+def _integrated_flux(ctx: JobContext, view: ImageView, sel: Selection, total: float) -> tuple[float, str] | None:
+    """CASA's ``flux``: ``Σx / A_beam`` (Jy) for an image or one channel, else ``Σ_c (Σx)_c / A_beam · |Δv_c|``."""
+    scale = view.flux_scale()
+    if scale is None:
+        return None
+    factor, unit = scale
+    roles = view.image.wcs_info.roles
+    if not (roles.spectral and roles.z is not None and view.z_fixed is None and len(sel.z) > 1):
+        return total * factor, unit  # an image, or one channel of a cube (as CASA: Jy)
+    spec = view.spectral()
+    kern = ctx.kernels("region_flux", OPERATIONS["imstat"][0])  # the tree of the job's device
+    sums, _ = kern.channel_sums(_to_device(ctx, sel.read(view)), _to_device(ctx, sel.mask))
+    sums = to_host(sums)
+    widths = spec.widths[sel.z.start : sel.z.stop]
+    return float(np.dot(sums, widths)) * factor, f"{unit}.{spec.unit}"
+
+
+# -- specflux ------------------------------------------------------------------------------------
+
+
+def specflux(ctx: JobContext, view: ImageView, region: Region | None, params: dict[str, Any]) -> dict[str, Any]:
+    """Flux over the region per channel (CASA ``specflux``); the single-plane form for an image."""
+    sel = select(view, region, parse_chans(params.get("chans"), view))
+    kern = ctx.kernels("region_flux", OPERATIONS["specflux"][0])
+    sums, counts = kern.channel_sums(_to_device(ctx, sel.read(view)), _to_device(ctx, sel.mask))
+    sums, counts = to_host(sums), to_host(counts)
+    total, npts = float(sums.sum()), int(counts.sum())
+    data: dict[str, Any] = {"mean": total / npts if npts else math.nan, "sum": total, "npts": npts}
+    scale = view.flux_scale()
+    roles = view.image.wcs_info.roles
+    spectral = roles.z is not None and view.z_fixed is None and view.shape[0] > 1
+    if not spectral:
+        if scale is not None:
+            data["flux"], data["flux_unit"] = total * scale[0], scale[1]
+        return {"flux": {"DATA": data}, "note": "Spectral flux extraction via imstat", "region": _region_info(region)}
+    spec = view.spectral()
+    z = np.arange(sel.z.start, sel.z.stop)
+    widths = spec.widths[z]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    spectrum: dict[str, Any] = {
+        "channel": z.tolist(), "npix": counts.tolist(), "coordinate": spec.coords[z].tolist(),
+        "coordinate_unit": spec.unit, "coordinate_kind": spec.kind, "sum": sums.tolist(), "mean": means.tolist(),
+    }
+    if scale is not None:
+        density = sums * scale[0]
+        spectrum["flux_density"], spectrum["flux_density_unit"] = density.tolist(), scale[1]
+        total_flux, total_unit = float(np.dot(density, widths)), f"{scale[1]}.{spec.unit}"
+    else:
+        total_flux, total_unit = float(np.dot(sums, widths)), f"{view.bunit or 'unit'}.pixel.{spec.unit}"
+    data["flux"], data["flux_unit"] = total_flux, total_unit
+    return {
+        "flux": {"DATA": data},
+        "note": "Per-channel flux over the region (specflux); total = sum over channels of flux x |channel width|",
+        "spectrum": spectrum, "total_flux": total_flux, "total_flux_unit": total_unit,
+        "region": _region_info(region),
+    }
+
+
+# -- imval ---------------------------------------------------------------------------------------
+
+
+def imval(ctx: JobContext, view: ImageView, region: Region | None, params: dict[str, Any]) -> dict[str, Any]:
+    """Pixel values and mask inside ``box`` (CASA's 0-based ``x1,y1,x2,y2``), the region, or at the reference pixel."""
+    _, ny, nx = view.shape
+    z = parse_chans(params.get("chans"), view)
+    box = prm.box_in_image(params, nx, ny)
+    if box is not None:
+        x1, y1, x2, y2 = box
+        sel = Selection(z, slice(y1, y2 + 1), slice(x1, x2 + 1), None)
+    elif region is not None:
+        sel = select(view, region, z)
+    else:
+        crpix = view.image.wcs_info.wcs.wcs.crpix
+        roles = view.image.wcs_info.roles
+        ix = min(max(int(math.floor(crpix[roles.x] - 0.5)), 0), nx - 1)
+        iy = min(max(int(math.floor(crpix[roles.y] - 0.5)), 0), ny - 1)
+        sel = Selection(z, slice(iy, iy + 1), slice(ix, ix + 1), None)
+    block = sel.read(view)
+    valid = np.isfinite(block)
+    if sel.mask is not None:
+        valid &= sel.mask[None]
+    single_channel = len(z) == 1
+    values = block[0] if single_channel else block
+    mask = valid[0] if single_channel else valid
+    out: dict[str, Any] = {
+        "values": [float(v) if math.isfinite(v) else None for v in values.reshape(-1).tolist()],
+        "shape": list(values.shape),
+        "mask": mask.reshape(-1).tolist(),
+        "axes": ["y", "x"] if single_channel else ["channel", "y", "x"],
+        "blc": view.casa_position(sel.z.start, sel.ys.start, sel.xs.start),
+        "trc": view.casa_position(sel.z.stop - 1, sel.ys.stop - 1, sel.xs.stop - 1),
+        "unit": view.bunit,
+        "stokes": view.stokes,
+        "region": _region_info(region),
+    }
+    if values.size == 1:
+        out["value"] = out["values"][0]
+    return out
+
+
+# -- imfit ---------------------------------------------------------------------------------------
+
+
+def imfit(ctx: JobContext, view: ImageView, region: Region | None, params: dict[str, Any]) -> dict[str, Any]:
+    """Elliptical Gaussian fit(s) over the region of one plane (CASA ``imfit``)."""
+    model = prm.get_choice(params, "model", "gaussian", ("gaussian",))
+    background = prm.get_bool(params, "background", False)
+    n_comp = prm.get_int(params, "n_components", prm.get_int(params, "components", 1, 1, 10), 1, 10)
+    want_images = prm.get_bool(params, "return_images", False)
+    plane = single_plane(params.get("chans"), view, "imfit")
+    sel = select(view, region, range(plane, plane + 1))
+    kern = ctx.kernels("fit2d", OPERATIONS["imfit"][0])
+    block = sel.read(view)[0]
+    dev_block, dev_mask = _to_device(ctx, block), _to_device(ctx, sel.mask)
+    try:
+        p0 = kern.estimate_gaussians(dev_block, dev_mask, n_components=n_comp, background=background)
+    except ValueError as exc:
+        raise Js9TaskFailed(f"imfit failed: {exc}") from None
+    fit = kern.fit_gaussians(dev_block[None], p0[None], dev_mask, n_components=n_comp, background=background)
+    fit = {k: to_host(v) for k, v in fit.items()}
+    p, err = fit["params"][0], fit["errors"][0]
+    if not np.all(np.isfinite(p)):
+        raise Js9TaskFailed("imfit failed: the fit diverged")
+    components = [_component(view, p, err, k, sel) for k in range(n_comp)]
+    result_fit: dict[str, Any] = {
+        **components[0], "model": model, "n_components": n_comp,
+        "background": float(p[-1]) if background else 0.0,
+        "background_error": float(err[-1]) if background else 0.0,
+        "converged": bool(fit["converged"][0]), "iterations": int(fit["iterations"][0]),
+        "chi2": float(fit["chi2"][0]), "npix": int(fit["npix"][0]),
+    }
+    out: dict[str, Any] = {"fit": result_fit, "components": components, "plane": plane, "pixel_origin": 1,
+                           "region": _region_info(region)}
+    if want_images:
+        mdl = to_host(kern.gaussian_model(_to_device(ctx, p[None]), shape=block.shape, n_components=n_comp,
+                                          background=background))[0]
+        resid = np.where(np.isfinite(block), block - mdl, np.nan)
+        out["images"] = {"blc": [sel.xs.start + 1, sel.ys.start + 1], "shape": list(block.shape),
+                         "model": mdl.tolist(), "residual": resid.tolist()}
+    return out
+
+
+def _component(view: ImageView, p: np.ndarray, err: np.ndarray, k: int, sel: Selection) -> dict[str, Any]:
+    """Physical description of Gaussian component ``k`` of a fit in the selection's box."""
+    j = 6 * k
+    amp, x0, y0, sa, sb, theta = (float(v) for v in p[j : j + 6])
+    e_amp, e_x, e_y, e_sa, e_sb, e_th = (float(v) for v in err[j : j + 6])
+    x, y = x0 + sel.xs.start, y0 + sel.ys.start
+    maj_px, min_px = FWHM_PER_SIGMA * sa, FWHM_PER_SIGMA * sb
+    comp: dict[str, Any] = {
+        "amplitude": amp, "amplitude_error": e_amp, "amplitude_unit": view.bunit,
+        "center": [x + 1.0, y + 1.0], "center_error": [e_x, e_y], "pixelcoords": [x, y],
+        "major_axis_pixels": maj_px, "minor_axis_pixels": min_px,
+        "major_axis_pixels_error": FWHM_PER_SIGMA * e_sa, "minor_axis_pixels_error": FWHM_PER_SIGMA * e_sb,
+        "theta_pixels_deg": math.degrees(theta),
+    }
+    sky = _sky_geometry(view, x, y, theta)
+    if sky is not None:
+        ra, dec, pa, scale_major, scale_minor = sky
+        comp.update(
+            center_world={"ra_deg": ra, "dec_deg": dec, "ra_error_arcsec": e_x * scale_minor,
+                          "dec_error_arcsec": e_y * scale_major},
+            major_axis=maj_px * scale_major, minor_axis=min_px * scale_minor, axis_unit="arcsec",
+            major_axis_error=FWHM_PER_SIGMA * e_sa * scale_major, minor_axis_error=FWHM_PER_SIGMA * e_sb * scale_minor,
+            pa=pa, pa_error=math.degrees(e_th),
+        )
+    else:
+        comp.update(major_axis=maj_px, minor_axis=min_px, axis_unit="pixel", pa=(math.degrees(theta) - 90.0) % 180.0,
+                    pa_error=math.degrees(e_th))
+    scale = view.flux_scale()
+    if scale is not None:
+        flux = amp * 2.0 * math.pi * sa * sb * scale[0]
+        rel = math.sqrt(sum((e / v) ** 2 for e, v in ((e_amp, amp), (e_sa, sa), (e_sb, sb)) if v))
+        comp.update(flux=flux, flux_error=abs(flux) * rel, flux_unit=scale[1])
+    return comp
+
+
+def _sky_geometry(view: ImageView, x: float, y: float, theta: float) -> tuple[float, ...] | None:
+    """``(ra, dec, pa, arcsec/px along the major axis, arcsec/px along the minor axis)`` at pixel (x, y).
+
+    The position angle is measured from north through east of the major axis direction
+    ``(cos θ, sin θ)`` in pixels, from the local WCS (a one-pixel step each way).
+    """
+    wcs = view.image.wcs_info.wcs
+    roles = view.image.wcs_info.roles
+    try:
+        if not wcs.has_celestial:
+            return None
+        cel = wcs.celestial
+        lng_first = roles.x < roles.y
+
+        def world(px: float, py: float) -> tuple[float, float]:
+            pix = (px, py) if lng_first else (py, px)
+            out = cel.pixel_to_world_values(*pix)
+            w = [float(out[0]), float(out[1])]
+            return (w[cel.wcs.lng], w[cel.wcs.lat])
+
+        ra, dec = world(x, y)
+
+        def step(angle: float) -> tuple[float, float]:
+            lon, lat = world(x + math.cos(angle), y + math.sin(angle))
+            east = ((lon - ra + 180.0) % 360.0 - 180.0) * math.cos(math.radians(dec))
+            return east, lat - dec
+
+        e_maj, n_maj = step(theta)
+        e_min, n_min = step(theta + 0.5 * math.pi)
+    except Exception:  # a degraded or non-celestial WCS
+        return None
+    pa = math.degrees(math.atan2(e_maj, n_maj)) % 180.0
+    return ra, dec, pa, 3600.0 * math.hypot(e_maj, n_maj), 3600.0 * math.hypot(e_min, n_min)
+
+
+# -- imview --------------------------------------------------------------------------------------
+
+
+def imview(ctx: JobContext, view: ImageView, region: Region | None, params: dict[str, Any]) -> dict[str, Any]:
+    """Contours of one plane after optional Gaussian smoothing, paths in 1-based JS9 image pixels."""
+    plane = single_plane(params.get("chans"), view, "imview")
+    image = view.source.read(z=slice(plane, plane + 1))[0]
+    return contours_of_plane(ctx, view, region, params, plane, image)
+
+
+def contours_of_plane(ctx: JobContext, view: ImageView, region: Region | None, params: dict[str, Any], plane: int,
+                      image: np.ndarray) -> dict[str, Any]:
+    """The ``imview`` result for a ``(y, x)`` plane already read (by us or by CASA)."""
+    n_levels = prm.get_int(params, "n_levels", 10, 1, 100)
+    sigma = prm.get_float(params, "smoothing_sigma", 1.0, 0.0, 100.0)
+    explicit = prm.get_levels(params)
+    ny, nx = image.shape
+    kern = ctx.kernels("contours", OPERATIONS["imview"][0])
+    smoothed = kern.smooth_image(_to_device(ctx, image), sigma=sigma)
+    sel = select(view, region, range(plane, plane + 1))
+    work = smoothed[sel.ys, sel.xs]
+    if sel.mask is not None:
+        work = work.copy()
+        work[~_to_device(ctx, sel.mask)] = np.nan
+    if explicit is not None:
+        levels = explicit
+    else:
+        levels = [float(v) for v in to_host(kern.contour_levels(work, n_levels=n_levels))]
+    host = to_host(work)
+    finite = host[np.isfinite(host)]
+    data_range = {"min": float(finite.min()), "max": float(finite.max())} if finite.size else {"min": None, "max": None}
+    traced = kern.trace_contours(work, levels=levels) if levels else []
+    x_off, y_off = sel.xs.start + 1.0, sel.ys.start + 1.0
+    paths = []
+    for level, lines in zip(levels, traced, strict=True):
+        entry = []
+        for line in lines:
+            arr = np.asarray(line)
+            entry.append({"x": (arr[:, 1] + x_off).tolist(), "y": (arr[:, 0] + y_off).tolist(),
+                          "closed": bool(len(arr) > 2 and np.array_equal(arr[0], arr[-1]))})
+        paths.append({"level": float(level), "paths": entry})
+    return {
+        "contour_levels": [float(v) for v in levels], "contour_paths": paths, "image_shape": [ny, nx],
+        "data_range": data_range, "smoothing_sigma": sigma, "plane": plane, "pixel_origin": 1,
+        "region": _region_info(region),
+        "contour_tracing": "cpu (scikit-image marching squares)" if ctx.on_gpu else "cpu",
+    }
+
+
+TASKS: dict[str, Callable[[JobContext, ImageView, Region | None, dict[str, Any]], dict[str, Any]]] = {
+    "imstat": imstat, "imfit": imfit, "imview": imview, "specflux": specflux, "imval": imval,
+}
