@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 PIP     = $(BIN)/python -m pip
 
-.PHONY: serve test venv install install-test lint bench gpu-test clean
+.PHONY: serve test venv install install-test lint bench gpu-test clean js9
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,15 @@ install-test: venv
 	$(PIP) install --quiet -e ".[test,casa]"
 
 ## Start the server on 127.0.0.1:8000 with the built-in demo data (token printed, written to ~/.visivo_token).
-serve: install
+## Install JS9 (npm package js9) into app/static/vendor/js9 for the /js9/ viewer (needs npm; no CDN at run time).
+js9:
+	-scripts/install_js9.sh
+
+serve: install js9
 	$(BIN)/visivo-server
 
 ## Lint and run the whole test suite (CPU; GPU tests skip without a GPU, fail with --require-gpu).
-test: install-test
+test: install-test js9
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc

@@ -26,6 +26,7 @@ from app.routers import (
     files,
     hips,
     image,
+    js9,
     meta,
     products,
     resolve,
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in AUTHENTICATED_ROUTERS:
         app.include_router(router, dependencies=[Depends(require_token)])
     app.include_router(samp.router)  # token-free (a local SAMP hub calls it); answers loopback clients only
+    app.include_router(js9.router)  # API routes check the token themselves; the /js9/ static viewer is token-free
 
     @app.get("/v1/openapi.json", dependencies=[Depends(require_token)], include_in_schema=False)
     async def openapi() -> dict:

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     linewidth_snr: float = Field(3.0, ge=0.0)
     chunk_megabytes: int = Field(64, ge=1, description="Per-chunk memory budget of heavy CPU work (MiB).")
     log_level: str = "info"
+    js9_engine: Literal["native", "casa"] = Field(
+        "native", description="Default engine of /api/visualization/js9/analysis (parameters.engine overrides)."
+    )
     hips_cache_megabytes: int = Field(512, ge=0, description="On-disk cache of remote HiPS files and Allskies (MiB).")
     hips_timeout_seconds: float = Field(15.0, gt=0, description="Timeout of one remote HiPS file.")
     hips_tile_max_megabytes: int = Field(8, ge=1, description="Largest file accepted from a HiPS survey (MiB).")

@@ -70,7 +70,7 @@ MAD_TO_SIGMA = 1.4826
 _LAMBDA0, _LAMBDA_MIN, _LAMBDA_MAX, _FTOL, _XTOL = 1e-3, 1e-12, 1e12, 1e-12, 1e-9
 #: Converged when a step would lower, or an accepted step lowered, chi^2 by at most this
 #: fraction of chi^2 / dof (the noise variance): parameters within ~1e-3 of their error.
-_STAT_TOL = 1e-6
+_STAT_TOL = 1e-4
 #: Smallest sigma, in units of the narrowest channel width (a narrower line is unresolved).
 _SIGMA_MIN = 0.5
 _MIN_SAMPLES = 4
@@ -84,6 +84,8 @@ _MAX_ROUNDS = 3
 _RUN_REACH = 16
 #: Pixels per block of the whole-spectrum pass, per LM batch, and samples per evaluation chunk.
 _SUB_PIXELS, _BATCH_PIXELS, _EVAL_ELEMENTS = 2048, 1 << 16, 1 << 15
+#: Axis coordinate given to unused samples of a window: their model is exactly 0 there.
+_U_FAR = 1e6
 #: Below this many pixels still fitting, the windows of all lengths are merged into one array.
 _TAIL_PIXELS = 2048
 
@@ -158,7 +160,9 @@ class _Axis:
         x = np.zeros(nz) if coords is None else coords
         self.n = nz
         self.perm = np.argsort(x, kind="stable")
-        self.identity = bool(np.array_equal(self.perm, np.arange(nz)))
+        self.order = "same" if np.array_equal(self.perm, np.arange(nz)) else "other"
+        if self.order == "other" and np.array_equal(self.perm, np.arange(nz)[::-1]):
+            self.order = "reversed"
         centre, self.half = _axis_scale(x)
         self.u = (x[self.perm] - centre) / self.half
         self.du = widths[self.perm] / self.half
@@ -166,6 +170,13 @@ class _Axis:
         self.dv = widths[self.perm]
         self.span = self.u[-1] - self.u[0]
         self.sig_min = _SIGMA_MIN * self.du.min()
+        self.uniform = bool(np.all(widths == widths[0]))
+
+    def rows(self, flat: np.ndarray, p0: int, p1: int) -> np.ndarray:
+        """Pixels ``p0:p1`` of the ``(channel, pixel)`` array ``flat`` in ascending-axis order."""
+        if self.order == "same":
+            return flat[:, p0:p1]
+        return flat[::-1, p0:p1] if self.order == "reversed" else flat[self.perm, p0:p1]
 
 
 def _axis_scale(x: np.ndarray) -> tuple[float, float]:
@@ -173,6 +184,20 @@ def _axis_scale(x: np.ndarray) -> tuple[float, float]:
     lo, hi = float(x.min()), float(x.max())
     half = 0.5 * (hi - lo)
     return 0.5 * (hi + lo), (half if half > 0 else 1.0)
+
+
+class _Scratch:
+    """Reusable work arrays: a fresh NumPy temporary over ~128 KiB costs a page fault per page."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        size, dt = int(np.prod(shape)), np.dtype(dtype)
+        a = self._arrays.get(name)
+        if a is None or a.dtype != dt or a.size < size:
+            a = self._arrays[name] = np.empty(max(size, 1), dtype=dt)
+        return a[:size].reshape(shape)
 
 
 def _run(cube, coords, widths, snr_cut, threshold, max_iter):
@@ -196,68 +221,83 @@ def _run(cube, coords, widths, snr_cut, threshold, max_iter):
     if npix == 0 or nz == 0:
         return fwhm.reshape(shape), ew.reshape(shape)
     flat = np.ascontiguousarray(a.reshape(nz, npix), dtype=np.float32 if a.dtype == np.float32 else np.float64)
-    axis = _Axis(x, dv)
+    axis, buf = _Axis(x, dv), _Scratch()
     thr = None if threshold is None else float(threshold)
     for b0 in range(0, npix, _BATCH_PIXELS):
         b1 = min(npix, b0 + _BATCH_PIXELS)
-        subs = [_scan(flat, s0, min(b1, s0 + _SUB_PIXELS), axis, thr, float(snr_cut), x is not None, ew)
+        subs = [_scan(flat, s0, min(b1, s0 + _SUB_PIXELS), axis, thr, float(snr_cut), x is not None, ew, buf)
                 for s0 in range(b0, b1, _SUB_PIXELS)]  # fmt: skip
-        if x is not None:
-            _fit_batch(flat, [s for s in subs if s is not None], axis, thr, max_iter, fwhm)
+        subs = [s for s in subs if s is not None]
+        if subs:
+            _fit_batch(flat, subs, axis, thr, max_iter, fwhm, buf)
     return fwhm.reshape(shape), ew.reshape(shape)
 
 
 # -- whole-spectrum pass -------------------------------------------------------------------------
 
 
-def _scan(flat, p0, p1, axis, thr, snr_cut, fit, ew_out):
+def _scan(flat, p0, p1, axis, thr, snr_cut, fit, ew_out, buf):
     """EW of pixels ``p0:p1`` into ``ew_out``; with ``fit``, the fit start and window data.
 
-    Channel-major on a ``(channel, pixel)`` copy of the block in ascending-axis order.
-    Returns None or a dict: pixel indices, window ``lo, hi``, ``1 / peak``, half-power run
-    ``lft, rgt``, ``sigma0`` and ``{window length: (candidate positions, raw windows)}``.
+    Channel-major on a ``(channel, pixel)`` copy of the block in ascending-axis order, plus a
+    ``(pixel, channel)`` copy for the robust noise and the peak channel. Returns None or a
+    dict: pixel indices, window ``lo, hi``, ``1 / peak``, half-power run ``lft, rgt``,
+    ``sigma0`` and ``{window length: (positions, samples, used)}``.
     """
     nz, npx = axis.n, p1 - p0
     width = npx + (-npx) % (16 // flat.itemsize)
-    blk = np.empty((nz, width), dtype=flat.dtype)
-    blk[:, :npx] = flat[:, p0:p1] if axis.identity else flat[axis.perm, p0:p1]
+    shape = (nz, width)
+    blk = buf.get("blk", shape, flat.dtype)
+    blk[:, :npx] = axis.rows(flat, p0, p1)
     blk[:, npx:] = np.nan
-    fin = np.isfinite(blk)
-    use = fin if thr is None else fin & (blk >= np.float64(thr))
-    y0 = blk.copy()  # used samples, 0 elsewhere
-    np.copyto(y0, 0, where=~use)
-    peak = y0.max(axis=0)  # the used peak wherever it is > 0
-    m0 = y0.astype(np.float64)
-    m0 *= axis.dv[:, None]
-    m0 = m0.sum(axis=0)  # in channel order, column by column
-    ok = use.any(axis=0) & (m0 > 0) & (peak > 0)
+    t = _transposed(blk, buf) if snr_cut > 0 else None  # all finite samples, NaN kept
+    use = np.isfinite(blk, out=buf.get("use", shape, bool))
+    nfin = use.sum(axis=0, dtype=np.int32) if t is not None else None
+    if thr is not None:
+        use &= np.greater_equal(blk, np.float64(thr), out=buf.get("mask", shape, bool))
+    np.copyto(blk, 0, where=np.logical_not(use, out=buf.get("mask", shape, bool)))  # used samples, 0 elsewhere
+    peak = blk.max(axis=0)  # the used peak wherever it is > 0
+    if axis.uniform:  # column sums in channel order
+        m0 = axis.dv[0] * blk.sum(axis=0, dtype=np.float64)
+    else:
+        m0 = np.multiply(blk, axis.dv[:, None], out=buf.get("y64", shape, np.float64)).sum(axis=0)
+    ok = (m0 > 0) & (peak > 0)
     ok[npx:] = False
     cols = np.flatnonzero(ok)
-    if snr_cut > 0 and cols.size:
-        noise = MAD_TO_SIGMA * _mad(blk, fin, cols)
-        cols = cols[peak[cols] >= snr_cut * noise]
+    if cols.size == 0:
+        return None
+    if fit:  # first peak channel
+        if t is not None:  # from the pixel-major copy (before it is sorted)
+            hit = np.equal(t, peak[:, None], out=buf.get("hit", t.shape, bool))
+            kp = np.argmax(hit, axis=1)[cols]
+        else:
+            it = np.int16 if nz < (1 << 15) else np.int32
+            hit = np.equal(blk, peak, out=buf.get("mask", shape, bool))
+            rank = np.multiply(hit, np.arange(nz, 0, -1, dtype=it)[:, None], out=buf.get("rank", shape, it))
+            kp = nz - rank.max(axis=0)[cols].astype(np.intp)
+    if t is not None:
+        keep = peak[cols] >= snr_cut * MAD_TO_SIGMA * _mad(t, cols, nfin[cols])
+        cols = cols[keep]
+        kp = kp[keep] if fit else None
     pk = peak[cols].astype(np.float64)
     ew_out[p0 + cols] = m0[cols] / pk
     if not fit or cols.size == 0:
         return None
-    # first peak channel, then the half-power crossings around it
-    down = np.arange(nz, 0, -1, dtype=np.int16 if nz < (1 << 15) else np.int32)[:, None]
-    kp = nz - ((y0 == peak) * down).max(axis=0)[cols].astype(np.intp)
     inv = 1.0 / pk
-    bounds, reach = _half_run(y0, use, cols, kp, 0.5 * peak[cols], axis, inv, _RUN_REACH), _RUN_REACH
+    half = 0.5 * peak[cols]  # exact
+    bounds, reach = _half_run(blk, use, cols, kp, half, axis, inv, _RUN_REACH), _RUN_REACH
     while True:
-        far = np.isnan(bounds[2]) | np.isnan(bounds[3])
-        if not far.any():
+        far = np.flatnonzero(np.isnan(bounds[2]) | np.isnan(bounds[3]))
+        if far.size == 0:
             break
         reach = nz + 1 if 4 * reach > nz else 4 * reach
-        f = np.flatnonzero(far)
-        sub = _half_run(y0, use, cols[f], kp[f], 0.5 * peak[cols[f]], axis, inv[f], reach)
+        sub = _half_run(blk, use, cols[far], kp[far], half[far], axis, inv[far], reach)
         for b, sb in zip(bounds, sub, strict=True):
-            b[f] = sb
+            b[far] = sb
     lft, rgt, xl, xr = bounds
     sig0 = (xr - xl) / FWHM_PER_SIGMA
     lo, hi = _window(axis.u, 0.5 * (xl + xr), _WIN_SIGMA * sig0, lft + 1, rgt)
-    raws = _gather(blk.reshape(-1), width, cols, lo, hi, 1)
+    raws = _gather((blk.reshape(-1), use.reshape(-1)), width, cols, lo, hi, None)
     return {"pix": p0 + cols, "lo": lo, "hi": hi, "inv": inv, "lft": lft, "rgt": rgt, "sig0": sig0, "raws": raws}
 
 
@@ -274,37 +314,62 @@ def _half_run(y0, use, cols, kp, half, axis, inv, reach):
     nz, width = y0.shape
     u, du = axis.u, axis.du
     kk = kp + np.arange(-reach, reach + 1)[:, None]
-    idx = np.clip(kk, 0, nz - 1) * width + cols
     out = (kk < 0) | (kk >= nz)
+    idx = np.clip(kk, 0, nz - 1) * width + cols
     used = np.take(use.reshape(-1), idx) | out
-    vals = np.where(out, 0, np.take(y0.reshape(-1), idx))
+    vals = np.take(y0.reshape(-1), idx)
+    vals[out] = 0
     below = ~(vals > half) | out
-    res = []
-    for rows, sign in ((range(reach - 1, -1, -1), -1), (range(reach + 1, 2 * reach + 1), 1)):
-        found, pending = np.zeros(cols.size, bool), np.zeros(cols.size, bool)
-        a_k, a_y, c_k, c_y = kp.copy(), vals[reach].astype(np.float64), kp.copy(), np.zeros(cols.size)
-        end, e_a, e_ay, e_y = np.full(cols.size, -1), kp.copy(), np.zeros(cols.size), np.zeros(cols.size)
-        for r in rows:
-            live = ~found & used[r]
-            conf = live & below[r] & pending  # a second sample at or below half: the run ended
-            found |= conf
-            end, e_a, e_ay, e_y = (np.where(conf, v, w) for v, w in ((c_k, end), (a_k, e_a), (a_y, e_ay), (c_y, e_y)))
-            first = live & below[r] & ~pending
-            c_k, c_y = np.where(first, kk[r], c_k), np.where(first, vals[r], c_y)
-            pending |= first
-            up = live & ~below[r]
-            pending &= ~up
-            a_k, a_y = np.where(up, kk[r], a_k), np.where(up, vals[r], a_y)
-        edge = found & ((end < 0) | (end >= nz))
-        e = np.clip(end, 0, nz - 1)
-        ea = np.clip(e_a, 0, nz - 1)
+    n, res = cols.size, []
+    for rows, edge_x, edge_k in (
+        (slice(reach - 1, None, -1), u[0] - 0.5 * du[0], -1),
+        (slice(reach + 1, None), u[-1] + 0.5 * du[-1], nz),
+    ):
+        us, bs, ks, vs = used[rows], below[rows], kk[rows], vals[rows]  # row 0: next to the peak
+        found, end, e_a, e_ay, e_y = np.zeros(n, bool), np.zeros(n, np.intp), kp.copy(), np.zeros(n), np.zeros(n)
+        full = np.flatnonzero(us.all(axis=0))  # every sample used: the first two in a row below half
+        if full.size:
+            pair = bs[:-1, full] & bs[1:, full]
+            r = np.argmax(pair, axis=0)
+            found[full] = pair[r, np.arange(full.size)]
+            rp = np.maximum(r - 1, 0)
+            end[full], e_y[full] = ks[r, full], vs[r, full]
+            e_a[full] = np.where(r > 0, ks[rp, full], kp[full])
+            e_ay[full] = np.where(r > 0, vs[rp, full], 2 * half[full])
+        part = np.flatnonzero(~us.all(axis=0))  # some unused: walk out row by row
+        if part.size:
+            f, e, a, ay, ey = _walk(us[:, part], bs[:, part], ks[:, part], vs[:, part], kp[part], 2 * half[part])
+            found[part], end[part], e_a[part], e_ay[part], e_y[part] = f, e, a, ay, ey
+        edge = (end < 0) | (end >= nz)
+        e, ea = np.clip(end, 0, nz - 1), np.clip(e_a, 0, nz - 1)
         ya, ye = e_ay * inv, e_y * inv
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"):  # the band-edge case is not used
             x = u[e] + (u[ea] - u[e]) * ((0.5 - ye) / (ya - ye))
-        x = np.where(edge, u[0] - 0.5 * du[0] if sign < 0 else u[-1] + 0.5 * du[-1], x)
-        res.append((np.where(edge, -1 if sign < 0 else nz, end), np.where(found, x, np.nan)))
+        res.append((np.where(edge, edge_k, end), np.where(found, np.where(edge, edge_x, x), np.nan)))
     (lft, xl), (rgt, xr) = res
     return [lft, rgt, xl, xr]
+
+
+def _walk(us, bs, ks, vs, kp, peak):
+    """Row-by-row form of the run end of :func:`_half_run` (rows outward from the peak)."""
+    n = kp.size
+    found, pending = np.zeros(n, bool), np.zeros(n, bool)
+    a_k, a_y, c_k, c_y = kp.copy(), peak.astype(np.float64), kp.copy(), np.zeros(n)
+    end, e_a, e_ay, e_y = np.zeros(n, np.intp), kp.copy(), np.zeros(n), np.zeros(n)
+    for r in range(us.shape[0]):
+        live = ~found & us[r]
+        conf = live & bs[r] & pending  # a second sample at or below half: the run ended
+        if conf.any():
+            found |= conf
+            end, e_a = np.where(conf, c_k, end), np.where(conf, a_k, e_a)
+            e_ay, e_y = np.where(conf, a_y, e_ay), np.where(conf, c_y, e_y)
+        first = live & bs[r] & ~pending
+        c_k, c_y = np.where(first, ks[r], c_k), np.where(first, vs[r], c_y)
+        pending |= first
+        up = live & ~bs[r]
+        pending &= ~up
+        a_k, a_y = np.where(up, ks[r], a_k), np.where(up, vs[r], a_y)
+    return found, end, e_a, e_ay, e_y
 
 
 def _window(u, centre, halfw, run_lo, run_hi):
@@ -319,209 +384,249 @@ def _window(u, centre, halfw, run_lo, run_hi):
     return lo, lo + wb
 
 
-def _gather(src, stride, cols, lo, hi, chan):
-    """``{length: (positions, raw (length, n))}``: samples ``src[chan[k] * stride + col]``.
+def _gather(srcs, stride, cols, lo, hi, perm):
+    """``{length: (positions, *samples (length, n))}``: ``src[row(k) * stride + col]`` per source.
 
-    ``chan`` maps sorted channel ``k`` to a row of ``src`` (1 for the identity).
+    ``row(k)`` is the sorted channel ``k`` itself, or ``perm[k]`` (original order) if given.
     """
     out = {}
     w = hi - lo
     for length in np.unique(w):
         pos = np.flatnonzero(w == length)
         k = lo[pos] + np.arange(length)[:, None]
-        rows = k if isinstance(chan, int) else chan[k]
-        out[int(length)] = (pos, np.take(src, rows * stride + cols[pos]))
+        idx = (k if perm is None else perm[k]) * stride + cols[pos]
+        out[int(length)] = (pos, *(np.take(src, idx) for src in srcs))
     return out
 
 
 # -- robust noise --------------------------------------------------------------------------------
 
 
-def _transposed(blk: np.ndarray) -> np.ndarray:
-    """``blk.T`` as a C-contiguous ``(pixel, channel)`` array (copied 16 bytes at a time)."""
-    nz, npx = blk.shape
+def _transposed(blk: np.ndarray, buf: _Scratch) -> np.ndarray:
+    """``blk.T`` as a C-contiguous ``(pixel, channel)`` array, copied 16 bytes at a time."""
+    nz, width = blk.shape
     k = 16 // blk.itemsize
-    t = np.ascontiguousarray(blk.view(np.complex128).T)  # (npx / k, nz) of k-pixel groups
-    t = t.view(blk.dtype).reshape(npx // k, nz, k)
-    return np.ascontiguousarray(t.transpose(0, 2, 1)).reshape(npx, nz)
+    tc = buf.get("tc", (width // k, nz), np.complex128)
+    np.copyto(tc, blk.view(np.complex128).T)
+    t = buf.get("t", (width // k, k, nz), blk.dtype)
+    np.copyto(t, tc.view(blk.dtype).reshape(width // k, nz, k).transpose(0, 2, 1))
+    return t.reshape(width, nz)
 
 
-def _mad(blk: np.ndarray, fin: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Unscaled MAD of the finite samples of the columns ``cols`` of ``blk`` (NaN if none).
+def _mad(t: np.ndarray, rows: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Unscaled MAD of the ``n`` finite values of the ``rows`` of ``t`` (sorted in place; NaN if none).
 
-    One sort per spectrum: the median is read off the sorted finite values ``s``, and the
-    absolute deviations are the two ascending runs ``med - s[h-1-j]`` and ``s[h+j] - med``
-    (``h = n // 2``), whose ``k``-th smallest value a batched binary search finds. Same
-    float64 values as sorting the deviations themselves.
+    The median is read off the sorted finite values ``s``, and the absolute deviations are
+    the two ascending runs ``med - s[h-1-j]`` and ``s[h+j] - med`` (``h = n // 2``): a batched
+    binary search finds the ``k``-th smallest of their merge. The same float64 values as
+    sorting the deviations themselves.
     """
-    t = _transposed(blk)
-    if cols.size < t.shape[0]:
-        t = t[cols]
-    if not fin.all() and np.isinf(blk).any():
-        t[np.isinf(t)] = np.nan  # +-inf are not finite samples: sort them last, like NaN
-    s = np.sort(t, axis=1)
-    nz = s.shape[1]
-    n = nz - np.count_nonzero(np.isnan(s), axis=1)
+    t.sort(axis=1)  # NaN last
+    nz = t.shape[1]
+    flat = t.reshape(-1)
+    base = rows * nz
+    n = n.astype(np.intp)
+    # +-inf are not finite samples: where there are any, sort them last like NaN
+    inf = (flat[base] == -np.inf) | ((n < nz) & ~np.isnan(flat[base + np.minimum(n, nz - 1)]))
+    if inf.any():
+        r = rows[inf]
+        sub = t[r]
+        sub[np.isinf(sub)] = np.nan
+        sub.sort(axis=1)
+        t[r] = sub
     nn = np.maximum(n, 1)
-    lo, hi = (nn - 1) // 2, nn // 2
-    base = np.arange(s.shape[0]) * nz
-    flat = s.reshape(-1)
-    med = 0.5 * (flat[base + lo].astype(np.float64) + flat[base + hi])
-    mad = 0.5 * (_kth_dev(flat, base, med, hi, nn, lo) + _kth_dev(flat, base, med, hi, nn, hi))
-    return np.where(n > 0, mad, np.nan)
-
-
-def _kth_dev(flat, base, med, h, n, k):
-    """``k``-th smallest (0-based) of ``|s[:n] - med|`` per row, as the merge of two sorted runs."""
+    k, h = (nn - 1) // 2, nn // 2
+    med = 0.5 * (flat[base + k].astype(np.float64) + flat[base + h])
 
     def dev_a(j):  # j-th smallest deviation below the median: med - s[h - 1 - j]
-        return med - flat[base + np.clip(h - 1 - j, 0, None)]
+        return med - flat[base + np.clip(h - 1 - j, 0, nz - 1)]
 
     def dev_b(j):  # j-th smallest deviation above the median: s[h + j] - med
-        return flat[base + np.minimum(h + j, n - 1)] - med
+        return flat[base + np.clip(h + j, 0, nn - 1)] - med
 
-    lo = np.maximum(0, k + 1 - (n - h))  # how many of the k + 1 smallest come from run A
-    hi = np.minimum(k + 1, h)
-    while True:
-        live = lo < hi
-        if not live.any():
-            break
+    # i = how many of the k + 1 smallest deviations come from run A (length h; B: nn - h)
+    lo, hi = np.maximum(0, k + 1 - (nn - h)), np.minimum(k + 1, h)
+    for _ in range(int(nz).bit_length()):
         mid = (lo + hi) // 2
-        go = live & (dev_a(mid) < dev_b(k - mid))
+        go = (lo < hi) & (dev_a(mid) < dev_b(k - mid))
+        hi = np.where((lo < hi) & ~go, mid, hi)
         lo = np.where(go, mid + 1, lo)
-        hi = np.where(live & ~go, mid, hi)
     i, j = lo, k + 1 - lo
-    return np.maximum(np.where(i > 0, dev_a(i - 1), -np.inf), np.where(j > 0, dev_b(j - 1), -np.inf))
+    with np.errstate(invalid="ignore"):
+        last_a = np.where(i > 0, dev_a(i - 1), -np.inf)
+        last_b = np.where(j > 0, dev_b(j - 1), -np.inf)
+        kth = np.maximum(last_a, last_b)  # the k-th smallest deviation
+        # the next one in the merge (for even n): the smaller of the next of A and of B
+        nxt = np.minimum(np.where(i < h, dev_a(i), np.inf), np.where(j < nn - h, dev_b(j), np.inf))
+    mad = np.where(h > k, 0.5 * (kth + nxt), kth)
+    return np.where(n > 0, mad, np.nan)
 
 
 # -- fit -----------------------------------------------------------------------------------------
 
 
-def _fit_batch(flat, subs, axis, thr, max_iter, fwhm_out):
+def _fit_batch(flat, subs, axis, thr, max_iter, fwhm_out, buf):
     """Fit the candidates of a batch (the ``_scan`` results of its blocks) into ``fwhm_out``."""
-    if not subs:
-        return
     cat = {key: np.concatenate([s[key] for s in subs]) for key in ("pix", "lo", "hi", "inv", "lft", "rgt", "sig0")}
-    pix, lo, hi, inv = cat["pix"], cat["lo"], cat["hi"], cat["inv"]
     parts, off = {}, 0
     for s in subs:
-        for length, (pos, raw) in s["raws"].items():
-            parts.setdefault(length, []).append((pos + off, raw))
+        for length, (pos, *arrays) in s["raws"].items():
+            parts.setdefault(length, []).append((pos + off, *arrays))
         off += s["pix"].size
-    raws = {length: (np.concatenate([p for p, _ in ps]), np.concatenate([r for _, r in ps], axis=1))
+    raws = {length: (np.concatenate([q[0] for q in ps]), *(np.concatenate([q[i] for q in ps], axis=1) for i in (1, 2)))
             for length, ps in parts.items()}  # fmt: skip
-    u, nz = axis.u, axis.n
-    win = _Windows(raws, lo, hi, inv, axis, thr)
-    mu0 = win.run_mean(cat["lft"], cat["rgt"])
-    a, mu, sig, conv = win.fit(np.stack([np.ones(pix.size), mu0, cat["sig0"]]), max_iter)
-    for _ in range(_MAX_ROUNDS - 1):
-        good = conv & (a > 0) & (mu >= u[0]) & (mu <= u[-1]) & (sig >= axis.sig_min) & (sig <= axis.span)
-        need = good & (
-            ((lo > 0) & (u[np.maximum(lo - 1, 0)] >= mu - _COVER_SIGMA * sig))
-            | ((hi < nz) & (u[np.minimum(hi, nz - 1)] <= mu + _COVER_SIGMA * sig))
-        )
-        if not need.any():
-            break
-        k = np.flatnonzero(need)
-        lo[k], hi[k] = _window(u, mu[k], _WIN_SIGMA * sig[k], nz, 0)
-        raws = _gather(flat.reshape(-1), flat.shape[1], pix[k], lo[k], hi[k], axis.perm)
-        win = _Windows(raws, lo[k], hi[k], inv[k], axis, thr)
-        a[k], mu[k], sig[k], conv[k] = win.fit(np.stack([a[k], mu[k], sig[k]]), max_iter)
-    good = conv & (a > 0) & (mu >= u[0]) & (mu <= u[-1]) & (sig >= axis.sig_min) & (sig <= axis.span)
-    fwhm_out[pix] = np.where(good, FWHM_PER_SIGMA * axis.half * sig, np.nan)
+    fit = _Fit(flat, axis, thr, cat["pix"], cat["lo"], cat["hi"], cat["inv"], buf)
+    fit.add(raws)
+    mu0 = fit.run_mean(cat["lft"], cat["rgt"])
+    p = _lm(fit, np.stack([np.ones(mu0.size), mu0, cat["sig0"]]), max_iter)
+    a, mu, sig = p[0], p[1], np.abs(p[2])
+    u = axis.u
+    good = np.isfinite(a) & (a > 0) & (mu >= u[0]) & (mu <= u[-1]) & (sig >= axis.sig_min) & (sig <= axis.span)
+    fwhm_out[fit.pix] = np.where(good, FWHM_PER_SIGMA * axis.half * sig, np.nan)
 
 
-class _Windows:
-    """The fit windows of ``n`` pixels as ``(window, pixel)`` arrays, one group per length.
+class _Group:
+    """Fit windows of one length: positions, ``y`` and ``u`` arrays (see :class:`_Fit`)."""
 
-    Per group: positions ``pos``, unit-peak data ``y`` (0 where unused), axis ``u`` and, if
-    some sample is unused, ``m`` (1 used / 0 unused). One column per pixel, so every sum over
-    a window runs in channel order whatever the grouping.
+    __slots__ = ("gid", "pos", "y", "u")
+
+    def __init__(self, gid, pos, y, u):
+        self.gid, self.pos, self.y, self.u = gid, pos, y, u
+
+
+class _Fit:
+    """The fit windows of a batch of ``n`` pixels, as ``(window, pixel)`` arrays by length.
+
+    A group holds unit-peak data ``y`` and the axis ``u`` (0 and ``_U_FAR`` where a sample is
+    unused, so that it adds exactly 0 to every sum), one column per pixel, so every sum over
+    a window runs in channel order however the pixels are grouped. ``owner`` is the group holding each
+    pixel's current window, ``alive`` marks the pixels being fitted and ``live`` counts them
+    per group.
     """
 
-    def __init__(self, raws, lo, hi, inv, axis, thr):
-        self.n = lo.size
-        self.axis, self.lo = axis, lo
-        self.ulo, self.uhi = axis.u[lo], axis.u[hi - 1]
-        self.count = np.zeros(self.n, dtype=np.int64)
-        self.groups = []
-        for length, (pos, raw) in sorted(raws.items()):
-            used = np.isfinite(raw)
-            if thr is not None:
-                used &= raw >= np.float64(thr)
-            y = raw * inv[pos]
-            m = None
+    def __init__(self, flat, axis, thr, pix, lo, hi, inv, buf):
+        n = pix.size
+        self.flat, self.axis, self.thr, self.buf = flat, axis, thr, buf
+        self.pix, self.lo, self.hi, self.inv = pix, lo, hi, inv
+        self.count = np.zeros(n, dtype=np.int64)
+        self.owner = np.zeros(n, dtype=np.int64)
+        self.rounds = np.zeros(n, dtype=np.int64)
+        self.alive = np.zeros(n, dtype=bool)
+        self.live = np.zeros(0, dtype=np.int64)
+        self.groups: list[_Group] = []
+        self.p = np.zeros((3, n))
+        self.res = np.zeros((11, n))
+
+    def add(self, raws) -> list[_Group]:
+        """New windows ``{length: (positions, samples[, used])}``, replacing any older ones.
+
+        Without ``used``, a sample is used if finite (and ``>= threshold``); with it, the
+        samples are 0 where unused.
+        """
+        new = []
+        for length, (pos, raw, *rest) in sorted(raws.items()):
+            if rest:
+                used = rest[0]
+            else:
+                used = np.isfinite(raw)
+                if self.thr is not None:
+                    used &= raw >= np.float64(self.thr)
+            y = raw * self.inv[pos]
+            u = self.axis.u[self.lo[pos] + np.arange(length)[:, None]]
             if not used.all():
-                y[~used] = 0.0
-                m = used.astype(np.float64)
+                unused = ~used
+                y[unused], u[unused] = 0.0, _U_FAR
             self.count[pos] = used.sum(axis=0)
-            self.groups.append([pos, y, axis.u[lo[pos] + np.arange(length)[:, None]], m])
-        self.p = np.zeros((3, self.n))
-        self.live = np.zeros(self.n, dtype=bool)
-        self.res = np.zeros((10, self.n))
+            new.append(self._new_group(pos, y, u))
+        return new
+
+    def _new_group(self, pos, y, u) -> _Group:
+        g = _Group(self.live.size, pos, y, u)
+        self.owner[pos] = g.gid
+        self.live = np.append(self.live, 0)
+        self.groups.append(g)
+        return g
+
+    def revive(self, pos):
+        self.alive[pos] = True
+        self.live += np.bincount(self.owner[pos], minlength=self.live.size)
+
+    def kill(self, pos):
+        self.alive[pos] = False
+        self.live -= np.bincount(self.owner[pos], minlength=self.live.size)
 
     def run_mean(self, lft, rgt):
         """Moment start ``mu0 = sum y u du / sum y du`` over each pixel's half-power run."""
-        out = np.empty(self.n)
-        for pos, y, _u, _m in self.groups:
-            k = self.lo[pos] + np.arange(y.shape[0])[:, None]
-            run = (k > lft[pos]) & (k < rgt[pos])
-            out[pos] = _colsum(y * self.axis.udu[k] * run) / _colsum(y * self.axis.du[k] * run)
+        out = np.empty(self.pix.size)
+        for g in self.groups:
+            k = self.lo[g.pos] + np.arange(g.y.shape[0])[:, None]
+            run = (k > lft[g.pos]) & (k < rgt[g.pos])
+            out[g.pos] = _colsum(g.y * self.axis.udu[k] * run) / _colsum(g.y * self.axis.du[k] * run)
         return out
 
-    def fit(self, p, max_iter):
-        """Batched LM from ``p`` (3, n): ``(A, mu, |sigma|, converged)``."""
-        dof = np.maximum(self.count - 3, 1).astype(np.float64)
-        out = _lm(self, p, dof, np.flatnonzero(self.count >= _MIN_SAMPLES), max_iter)
-        return out[0], out[1], np.abs(out[2]), np.isfinite(out[0])
+    def covered(self, pos, mu, sig):
+        """Whether each window reaches ``mu +- 4 sigma`` (or the band edge) on both sides."""
+        u, nz = self.axis.u, self.axis.n
+        lo, hi = self.lo[pos], self.hi[pos]
+        short_lo = (lo > 0) & (u[np.maximum(lo - 1, 0)] >= mu - _COVER_SIGMA * sig)
+        short_hi = (hi < nz) & (u[np.minimum(hi, nz - 1)] <= mu + _COVER_SIGMA * sig)
+        return ~(short_lo | short_hi)
 
-    def sums(self, act, p):
-        """``chi^2``, ``J^T J`` and ``J^T r`` at parameters ``p`` (3, m) for the pixels ``act``.
+    def rewindow(self, pos, mu, sig) -> list[_Group]:
+        """New windows ``|u - mu| <= 4.5 sigma`` for the pixels ``pos``."""
+        lo, hi = _window(self.axis.u, mu, _WIN_SIGMA * sig, self.axis.n, 0)
+        self.lo[pos], self.hi[pos] = lo, hi
+        self.rounds[pos] += 1
+        raws = _gather((self.flat.reshape(-1),), self.flat.shape[1], self.pix[pos], lo, hi, self.axis.perm)
+        return self.add({length: (pos[i], raw) for length, (i, raw) in raws.items()})
 
-        Also drops the windows of pixels no longer in ``act`` (once under half of a group is
-        left) and merges the groups into one once few pixels remain.
+    def sums(self, req, p, groups=None):
+        """Sums (:func:`_sums`, 11 rows) at parameters ``p`` (3, m) for the pixels ``req``.
+
+        Evaluates ``groups`` (default: all) for their pixels being fitted; drops the windows of
+        the others once under half of a group is left, and merges all groups into one once
+        few pixels remain.
         """
-        self.p[:, act] = p
-        self.live[:] = False
-        self.live[act] = True
-        if act.size < _TAIL_PIXELS and len(self.groups) > 1:
-            self._merge()
-        keep = []
-        for g in self.groups:
-            lv = self.live[g[0]]
-            nl = np.count_nonzero(lv)
+        self.p[:, req] = p
+        if groups is None:
+            if len(self.groups) > 1 and self.live.sum() < _TAIL_PIXELS:
+                self._merge()
+            self.groups = [g for g in self.groups if self.live[g.gid] > 0]
+            groups = self.groups
+        for g in groups:
+            nl = self.live[g.gid]
             if nl == 0:
                 continue
-            if 2 * nl < lv.size:
-                g[:] = [g[0][lv], g[1][:, lv], g[2][:, lv], None if g[3] is None else g[3][:, lv]]
-            keep.append(g)
-            pos, y, u, m = g
-            step = max(2, _EVAL_ELEMENTS // y.shape[0])
-            for j0, j1 in _spans(pos.size, step):
-                q = pos[j0:j1]
-                mc = None if m is None else m[:, j0:j1]
-                self.res[:, q] = _sums(y[:, j0:j1], u[:, j0:j1], mc, *self.p[:, q])
-        self.groups = keep
-        r = self.res[:, act]
-        return r[0], r[1:7], r[7:10]
+            if 2 * nl < g.pos.size:
+                mine = self.alive[g.pos] & (self.owner[g.pos] == g.gid)
+                g.pos, g.y, g.u = g.pos[mine], g.y[:, mine], g.u[:, mine]
+            step = max(2, _EVAL_ELEMENTS // g.y.shape[0])
+            for j0, j1 in _spans(g.pos.size, step):
+                q = g.pos[j0:j1]
+                self.res[:, q] = _sums(g.y[:, j0:j1], g.u[:, j0:j1], *self.p[:, q], self.buf)
+        return self.res[:, req]
 
     def _merge(self):
-        """One group of the live pixels, windows zero-padded at the end to the longest."""
+        """One group of the pixels being fitted, windows padded at the end to the longest."""
         parts = []
-        for pos, y, u, m in self.groups:
-            lv = self.live[pos]
-            if lv.any():
-                parts.append((pos[lv], y[:, lv], u[:, lv], None if m is None else m[:, lv]))
-        length = max(y.shape[0] for _p, y, _u, _m in parts)
-        n = sum(pos.size for pos, *_ in parts)
-        pos, y, u, m = np.empty(n, dtype=np.intp), np.zeros((length, n)), np.zeros((length, n)), np.zeros((length, n))
+        for g in self.groups:
+            if self.live[g.gid] > 0:
+                mine = self.alive[g.pos] & (self.owner[g.pos] == g.gid)
+                parts.append((g.pos[mine], g.y[:, mine], g.u[:, mine]))
+        self.groups = []
+        if not parts:
+            return
+        length = max(y.shape[0] for _p, y, _u in parts)
+        n = sum(pos.size for pos, _y, _u in parts)
+        pos, y, u = np.empty(n, dtype=np.intp), np.zeros((length, n)), np.full((length, n), _U_FAR)
         j = 0
-        for pp, yy, uu, mm in parts:
+        for pp, yy, uu in parts:
             w, c = yy.shape
             pos[j : j + c], y[:w, j : j + c], u[:w, j : j + c] = pp, yy, uu
-            m[:w, j : j + c] = 1.0 if mm is None else mm
             j += c
-        self.groups = [[pos, y, u, m]]
+        self.live[:] = 0
+        g = self._new_group(pos, y, u)
+        self.live[g.gid] = n
 
 
 def _spans(n: int, step: int):
@@ -543,47 +648,72 @@ def _colsum(x: np.ndarray) -> np.ndarray:
     return x.sum(axis=0)
 
 
-def _sums(y, u, m, a, mu, sig):
-    """``chi^2``, ``J^T J`` (6 entries) and ``J^T r`` (3) of the Gaussian, stacked (10, n).
+def _sums(y, u, a, mu, sig, buf):
+    """The sums a Levenberg-Marquardt step needs, one column per pixel: (11, n).
 
-    With ``z = (u - mu) / sigma``, ``g = exp(-z^2 / 2)`` (0 on unused samples) and
-    ``r = y - A g``: ``J = [g, (A/sigma) g z, (A/sigma) g z^2]``, so ``J^T J`` needs
-    ``S_k = sum g^2 z^k`` (k = 0..4) and ``J^T r`` needs ``T_k = sum g r z^k`` (k = 0..2).
+    With ``z = (u - mu) / sigma``, ``g = exp(-z^2 / 2)`` (exactly 0 on unused samples) and
+    ``r = y - A g``: ``chi^2 = sum r^2``, ``T_k = sum g r z^k`` (k = 0..4) and
+    ``S_k = sum g^2 z^k`` (k = 0..4), each summed over the window in channel order.
     """
-    if y.shape[1] == 1:  # see _colsum
-        y, u, m = (None if v is None else np.repeat(v, 2, axis=1) for v in (y, u, m))
-        return _sums(y, u, m, np.repeat(a, 2), np.repeat(mu, 2), np.repeat(sig, 2))[:, :1]
-    z = u - mu
+    w, n = y.shape
+    if n == 1:  # see _colsum
+        return _sums(*(np.repeat(v, 2, axis=-1) for v in (y, u, a, mu, sig)), buf)[:, :1]
+    z, z2, g, r, t = buf.get("sums", (5, w, n), np.float64)
+    out = np.empty((11, n))
+    np.subtract(u, mu, out=z)
     z *= 1.0 / sig
-    z2 = z * z
-    g = z2 * -0.5
+    np.multiply(z, z, out=z2)
+    np.multiply(z2, -0.5, out=g)
     np.exp(g, out=g)
-    if m is not None:
-        g *= m
-    r = g * a
+    np.multiply(g, a, out=r)
     np.subtract(y, r, out=r)
-    t = r * r
-    chi2 = t.sum(axis=0)
+    np.multiply(r, r, out=t).sum(axis=0, out=out[0])
     r *= g
-    t0 = r.sum(axis=0)
-    t1 = np.multiply(r, z, out=t).sum(axis=0)
-    t2 = np.multiply(r, z2, out=t).sum(axis=0)
+    r.sum(axis=0, out=out[1])
+    np.multiply(r, z, out=t).sum(axis=0, out=out[2])
+    np.multiply(r, z2, out=t).sum(axis=0, out=out[3])
+    t *= z
+    t.sum(axis=0, out=out[4])
+    t *= z
+    t.sum(axis=0, out=out[5])
     g *= g
-    s0 = g.sum(axis=0)
-    s1 = np.multiply(g, z, out=t).sum(axis=0)
+    g.sum(axis=0, out=out[6])
+    np.multiply(g, z, out=t).sum(axis=0, out=out[7])
     g *= z2
-    s2 = g.sum(axis=0)
-    s3 = np.multiply(g, z, out=t).sum(axis=0)
-    s4 = np.multiply(g, z2, out=t).sum(axis=0)
+    g.sum(axis=0, out=out[8])
+    np.multiply(g, z, out=t).sum(axis=0, out=out[9])
+    np.multiply(g, z2, out=t).sum(axis=0, out=out[10])
+    return out
+
+
+def _normal(s, p):
+    """Hessian ``H`` of ``chi^2 / 2``, ``J^T J`` (entries 00 01 02 11 12 22) and ``J^T r``.
+
+    From the sums ``s`` of :func:`_sums` at ``p = (A, mu, sigma)``, with ``c = A / sigma``,
+    ``q = A / sigma^2``: ``J = [g, c g z, c g z^2]``, ``J^T J = [S0, c S1, c S2, c^2 S2,
+    c^2 S3, c^2 S4]``, ``J^T r = [T0, c T1, c T2]``, and ``H = J^T J - sum r d2f`` with
+    ``sum r d2f = [0, T1 / sigma, T2 / sigma, q (T2 - T0), q (T3 - 2 T1), q (T4 - 3 T2)]``.
+    """
+    t0, t1, t2, t3, t4, s0, s1, s2, s3, s4 = s[1:]
+    a, sig = p[0], p[2]
     c = a / sig
-    return np.stack([chi2, s0, c * s1, c * s2, c * c * s2, c * c * s3, c * c * s4, t0, c * t1, c * t2])
+    q = a / (sig * sig)
+    jj = np.stack([s0, c * s1, c * s2, c * c * s2, c * c * s3, c * c * s4])
+    h = np.stack([
+        s0, jj[1] - t1 / sig, jj[2] - t2 / sig,
+        jj[3] - q * (t2 - t0), jj[4] - q * (t3 - 2.0 * t1), jj[5] - q * (t4 - 3.0 * t2),
+    ])  # fmt: skip
+    return h, jj, np.stack([t0, c * t1, c * t2])
 
 
-def _solve(h: np.ndarray, b: np.ndarray, lam: np.ndarray):
-    """Solve ``(H + lam diag H) d = b`` by 3x3 Cholesky; ``ok`` False where not positive definite."""
+def _solve(h, e, b, lam):
+    """Solve ``(H + lam diag(e)) d = b`` by 3x3 Cholesky; ``ok`` False where not positive definite.
+
+    ``h``: the 6 entries 00 01 02 11 12 22 of a symmetric matrix; ``e``: 3 damping weights.
+    """
     h00, h01, h02, h11, h12, h22 = h
-    with np.errstate(invalid="ignore", divide="ignore"):
-        m00, m11, m22 = h00 * (1 + lam), h11 * (1 + lam), h22 * (1 + lam)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        m00, m11, m22 = h00 + lam * e[0], h11 + lam * e[1], h22 + lam * e[2]
         l00 = np.sqrt(m00)
         l10, l20 = h01 / l00, h02 / l00
         d11 = m11 - l10 * l10
@@ -598,56 +728,105 @@ def _solve(h: np.ndarray, b: np.ndarray, lam: np.ndarray):
         x1 = (y1 - l21 * x2) / l11
         x0 = (y0 - l10 * x1 - l20 * x2) / l00
     ok = (m00 > 0) & (d11 > 0) & (d22 > 0) & np.isfinite(x0) & np.isfinite(x1) & np.isfinite(x2)
-    return x0, x1, x2, ok
+    return np.stack([x0, x1, x2]), ok
 
 
-def _lm(win: _Windows, p0: np.ndarray, dof: np.ndarray, act: np.ndarray, max_iter: int) -> np.ndarray:
-    """Batched LM of the pixels ``act`` from ``p0`` (3, n); (3, n) result, NaN where failed."""
+class _State:
+    """LM state of the pixels being fitted: parallel arrays, one entry per pixel."""
+
+    FIELDS = ("act", "p", "lam", "nu", "it", "dof", "s")
+
+    def __init__(self, **kw):
+        for f in self.FIELDS:
+            setattr(self, f, kw[f])
+
+    def take(self, k):
+        return _State(**{f: getattr(self, f)[..., k] for f in self.FIELDS})
+
+    def cat(self, other):
+        return _State(**{f: np.concatenate([getattr(self, f), getattr(other, f)], axis=-1) for f in self.FIELDS})
+
+
+def _begin(fit: _Fit, pos: np.ndarray, p: np.ndarray, groups=None) -> _State:
+    """Fresh LM state for the pixels ``pos`` (their windows in ``groups``) from parameters ``p``."""
+    fit.revive(pos)
+    n = pos.size
+    return _State(act=pos, p=p, lam=np.full(n, _LAMBDA0), nu=np.full(n, 2.0), it=np.zeros(n, np.int64),
+                  dof=np.maximum(fit.count[pos] - 3, 1).astype(np.float64), s=fit.sums(pos, p, groups))  # fmt: skip
+
+
+def _lm(fit: _Fit, p0: np.ndarray, max_iter: int) -> np.ndarray:
+    """Batched LM of all pixels of ``fit`` from ``p0`` (3, n): (3, n) result, NaN where failed."""
     out = np.full(p0.shape, np.nan)
-    p, dof = p0[:, act], dof[act]
-    lam, nu = np.full(act.size, _LAMBDA0), np.full(act.size, 2.0)
-    chi2, h, b = win.sums(act, p)
-    sig_min, sig_max = win.axis.sig_min, win.axis.span
-    for _ in range(max_iter):
-        if act.size == 0:
-            break
-        d0, d1, d2, ok = _solve(h, b, lam)
-        # predicted chi^2 decrease of the step: b.d + lam d.diag(H).d
-        pred = b[0] * d0 + b[1] * d1 + b[2] * d2 + lam * (h[0] * d0 * d0 + h[3] * d1 * d1 + h[5] * d2 * d2)
-        tol = _STAT_TOL * chi2 / dof
-        sig = np.abs(p[2])
-        # A (near) Gauss-Newton step that would move (almost) nothing: at the minimum.
-        small = (pred <= tol) | (
-            (np.abs(d0) <= _XTOL * np.abs(p[0])) & (np.abs(d1) <= _XTOL * sig) & (np.abs(d2) <= _XTOL * sig)
-        )
-        done = ok & (lam < 1.0) & small
+    ok0 = fit.count >= _MIN_SAMPLES
+    st = _begin(fit, np.flatnonzero(ok0), p0[:, ok0])
+    sig_min, sig_max = fit.axis.sig_min, fit.axis.span
+    while st.act.size:
+        chi2 = st.s[0]
+        h, jj, b = _normal(st.s, st.p)
+        e = jj[[0, 3, 5]]
+        # Newton step on the exact Hessian; the Gauss-Newton one where that is not positive definite
+        d, ok = _solve(h, e, b, st.lam)
+        if not ok.all():
+            k = np.flatnonzero(~ok)
+            d[:, k], ok[k] = _solve(jj[:, k], e[:, k], b[:, k], st.lam[k])
+        # predicted chi^2 decrease of the step: b.d + lam d.diag(J^T J).d
+        pred = np.sum(b * d, axis=0) + st.lam * np.sum(e * d * d, axis=0)
+        tol = _STAT_TOL * chi2 / st.dof
+        p, sig = st.p, np.abs(st.p[2])
+        tiny = (np.abs(d[0]) <= _XTOL * np.abs(p[0])) & (np.abs(d[1]) <= _XTOL * sig) & (np.abs(d[2]) <= _XTOL * sig)
+        done = ok & (st.lam < 1.0) & ((pred <= tol) | tiny)  # a step that would change (almost) nothing
+        restart = [_finish(fit, out, st.act[done], p[:, done] + d[:, done])] if done.any() else []
         if done.any():
-            out[:, act[done]] = p[:, done]
-            k = ~done
-            act, p, dof, chi2, h, b, lam, nu = act[k], p[:, k], dof[k], chi2[k], h[:, k], b[:, k], lam[k], nu[k]
-            d0, d1, d2, ok, pred, tol = d0[k], d1[k], d2[k], ok[k], pred[k], tol[k]
-            if act.size == 0:
-                break
-        pn = np.where(ok, p + np.stack([d0, d1, d2]), p)
-        ok &= pn[2] != 0
-        c2, hn, bn = win.sums(act, pn)
-        acc = ok & (c2 < chi2)
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            rho = (chi2 - c2) / pred
-            shrink = np.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
-        done = (acc & (chi2 - c2 <= np.maximum(_FTOL * chi2, tol))) | (lam * nu > _LAMBDA_MAX) & ~acc
-        lam = np.where(acc, np.maximum(lam * shrink, _LAMBDA_MIN), lam * nu)
-        nu = np.where(acc, 2.0, 2.0 * nu)
-        p, chi2 = np.where(acc, pn, p), np.where(acc, c2, chi2)
-        h, b = np.where(acc, hn, h), np.where(acc, bn, b)
-        sig = np.abs(p[2])
-        # a step out of the physical region ends the fit as failed: no line, or unresolved
-        bad = acc & (
-            (p[0] <= 0) | (sig < sig_min) | (sig > sig_max) | (p[1] < win.ulo[act]) | (p[1] > win.uhi[act])
-        )
-        done &= ~bad
-        if done.any() or bad.any():
-            out[:, act[done]] = p[:, done]
-            k = ~(done | bad)
-            act, p, dof, chi2, h, b, lam, nu = act[k], p[:, k], dof[k], chi2[k], h[:, k], b[:, k], lam[k], nu[k]
+            keep = ~done
+            st, d, ok, pred, tol = st.take(keep), d[:, keep], ok[keep], pred[keep], tol[keep]
+        if st.act.size:
+            p, chi2 = st.p, st.s[0]
+            pn = np.where(ok, p + d, p)
+            ok &= pn[2] != 0
+            sn = fit.sums(st.act, pn)
+            acc = ok & (sn[0] < chi2)
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                rho = (chi2 - sn[0]) / pred
+                shrink = np.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+            done = (acc & (chi2 - sn[0] <= np.maximum(_FTOL * chi2, tol))) | (~acc & (st.lam * st.nu > _LAMBDA_MAX))
+            st.lam = np.where(acc, np.maximum(st.lam * shrink, _LAMBDA_MIN), st.lam * st.nu)
+            st.nu = np.where(acc, 2.0, 2.0 * st.nu)
+            st.p, st.s = np.where(acc, pn, p), np.where(acc, sn, st.s)
+            st.it = st.it + 1
+            p, sig = st.p, np.abs(st.p[2])
+            # a step out of the physical region ends the fit as failed: no line, or unresolved
+            ulo, uhi = fit.axis.u[fit.lo[st.act]], fit.axis.u[fit.hi[st.act] - 1]
+            bad = acc & ((p[0] <= 0) | (sig < sig_min) | (sig > sig_max) | (p[1] < ulo) | (p[1] > uhi))
+            done &= ~bad
+            stop = done | bad | (st.it >= max_iter)
+            if done.any():
+                restart.append(_finish(fit, out, st.act[done], p[:, done]))
+            if stop.any():
+                fit.kill(st.act[stop & ~done])
+                st = st.take(~stop)
+        for pos, p in restart:
+            if pos.size:
+                groups = fit.rewindow(pos, p[1], np.abs(p[2]))
+                ok1 = fit.count[pos] >= _MIN_SAMPLES
+                if ok1.any():
+                    st = st.cat(_begin(fit, pos[ok1], np.stack([p[0], p[1], np.abs(p[2])])[:, ok1], groups))
     return out
+
+
+def _finish(fit: _Fit, out: np.ndarray, pos: np.ndarray, p: np.ndarray):
+    """Record converged fits; return ``(positions, parameters)`` of those to fit again.
+
+    A physical fit whose window stops short of ``mu +- 4 sigma`` away from the band edge is
+    fitted again in a new window, at most ``_MAX_ROUNDS - 1`` times.
+    """
+    fit.kill(pos)
+    ax = fit.axis
+    sig = np.abs(p[2])
+    again = (fit.rounds[pos] < _MAX_ROUNDS - 1) & (p[0] > 0) & (sig >= ax.sig_min) & (sig <= ax.span)
+    again &= (p[1] >= ax.u[0]) & (p[1] <= ax.u[-1])
+    if again.any():
+        k = np.flatnonzero(again)
+        again[k] = ~fit.covered(pos[k], p[1, k], sig[k])
+    out[:, pos[~again]] = p[:, ~again]
+    return pos[again], p[:, again]

@@ -65,7 +65,9 @@ bit-identical results to one call on the whole cube: the dispatcher can run slab
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -81,11 +83,19 @@ SUPPORTED_ORDERS: frozenset[int] = frozenset({0, 1, 2, 3, 4, 5, 6, 8, 10})
 _CHUNK = 16
 
 #: Bytes of one chunk of the working type (channels x block pixels): cache-resident.
-_CHUNK_BYTES = 1 << 19
+_CHUNK_BYTES = 1 << 18
 
 #: Scratch rows are padded to a multiple of this many pixels; scratch buffers are page-aligned.
 _ROW_ALIGN = 64
 _BUF_ALIGN = 4096
+
+#: Pixels with ``sum_k |C0_k| > _COND * |sum I dv|`` (chunk sums ``C0_k``) are recomputed exactly:
+#: their float32 sums are too cancelled. ``sum_k |C0_k|`` underestimates ``sum |I| dv`` by about
+#: ``sqrt(16)`` for noise, so this catches ``sum |I| dv > ~1000 |sum I dv|``.
+_COND = 150.0
+
+#: Worker threads over blocks (NumPy and BLAS release the GIL; the results do not depend on it).
+_THREADS = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 #: Relative variance floor: |var| <= _VAR_FLOOR * max|u|^2 counts as zero (rounding level).
 _VAR_FLOOR = 1e-13
@@ -159,24 +169,26 @@ class _Plan:
         self.s2 = 2 in o
         self.cen = max((k for k in o if 3 <= k <= 5), default=0)  # highest central power needed
         self.sq = 6 in o
-        self.zero_w = bool(np.any(p.w == 0))
         self.thr = p.threshold is not None
-        self.mx = 8 in o or (not self.thr and 10 not in o)  # running max (also tells blanks)
-        self.mn = 10 in o or (self.zero_w and not self.thr)  # running min (also tells -inf)
-        if self.zero_w and not self.thr:
-            self.mx = True  # +inf in a zero-width channel may not reach the sums
-        self.kf = self.sq or self.thr  # a 0/1 keep mask (kept weight, count)
-        self.cnt = self.thr and not (8 in o or 10 in o) and self.zero_w  # count of kept voxels
+        zero_w = bool(np.any(p.w == 0))
+        # running extrema: wanted, or telling blank spectra (no threshold), or -inf where BLAS
+        # may skip a zero weight
+        self.mx = 8 in o or not self.thr
+        self.mn = 10 in o or (zero_w and not self.thr)
+        self.sums = self.s0 or self.sq  # the cleaned chunk is needed
+        self.kw = self.sq or (self.thr and not (self.mx or self.mn))  # kept weight (or count)
+        self.count = zero_w  # kept count instead of kept weight for telling blank spectra
         self.nrow = int(self.s0) + int(self.s1) + int(self.s2)
         c = min(_CHUNK, nz)
-        self.chunks: list[tuple[int, int, float, NDArray]] = []
+        self.chunks: list[tuple[int, int, NDArray, float]] = []
         for z0 in range(0, nz, c):
             z1 = min(nz, z0 + c)
             uk, wk = p.u[z0:z1], p.w[z0:z1]
             r = float(np.mean(uk))
             d = uk - r
-            rows = [wk, wk * d, wk * d * d][: self.nrow]
-            self.chunks.append((z0, z1, r, np.array(rows, dtype=self.dt).reshape(self.nrow, z1 - z0)))
+            rows = np.array([wk, wk * d, wk * d * d][: self.nrow], dtype=self.dt).reshape(self.nrow, z1 - z0)
+            self.chunks.append((z0, z1, rows, float(np.sum(wk))))
+        self.r = np.array([float(np.mean(p.u[z0:z1])) for z0, z1, _, _ in self.chunks])
         self.c = c
         self.w = p.w.astype(self.dt)
         self.nxp = -(-nx // _ROW_ALIGN) * _ROW_ALIGN
@@ -189,67 +201,26 @@ class _Plan:
 
 
 class _Work:
-    """Scratch buffers of one block (reused across blocks)."""
+    """Scratch buffers of one worker (reused across its blocks)."""
 
     def __init__(self, q: _Plan) -> None:
-        c, n, dt = q.c, q.npix, q.dt
+        c, n, dt, nk = q.c, q.npix, q.dt, len(q.chunks)
         self.b = _aligned((c, n), dt)  # the chunk; rows padded with zeros
-        self.t = _aligned((c, n), dt)  # temporary / keep mask / centred offsets
-        self.k = _aligned((c, n), dt) if q.kf or q.cen else None  # keep mask / product
-        self.row = _aligned((1, n), dt)  # a row of zeros, t or t-
+        self.t = _aligned((c, n), dt)  # temporary / centred offsets
+        self.k = _aligned((c, n), dt)  # keep mask / products
+        self.zero = _aligned((c, n), dt)  # zeros
+        if q.thr:
+            self.lo = np.full((1, n), q.t_below, dtype=dt)
+            self.hi = np.full((1, n), q.t, dtype=dt)
         self.red = _aligned((n,), dt)  # per-chunk reduction
         self.mx = _aligned((n,), dt) if q.mx else None
         self.mn = _aligned((n,), dt) if q.mn else None
-        nk = len(q.chunks)
         self.part = _aligned((q.nrow, nk, n), dt) if q.nrow else None  # chunk partials
+        self.part64 = _aligned((q.nrow, nk, n), np.dtype(np.float64)) if q.nrow else None
         self.sq = _aligned((nk, n), dt) if q.sq else None
-        self.kw = _aligned((nk, n), dt) if q.kf else None
-        self.cnt = _aligned((nk, n), dt) if q.cnt else None
+        self.kw = _aligned((nk, n), dt) if q.kw else None
         self.cenp = _aligned((max(q.cen - 1, 0), n), dt) if q.cen else None
         self.ones = np.ones(c, dtype=dt)
-
-
-def _load(cube: NDArray, q: _Plan, wk: _Work, z0: int, z1: int, y0: int, y1: int) -> NDArray:
-    """Copy channels ``z0:z1`` of rows ``y0:y1`` into the padded chunk; return its 2-D view."""
-    n = (y1 - y0) * q.nxp
-    b = wk.b[: z1 - z0, :n]
-    np.copyto(b.reshape(z1 - z0, y1 - y0, q.nxp)[:, :, : q.nx], cube[z0:z1, y0:y1, :], casting="same_kind")
-    return b
-
-
-def _clean(q: _Plan, wk: _Work, b: NDArray, first: bool | None, want_keep: bool) -> NDArray | None:
-    """Zero the excluded voxels of a chunk in place (running extrema first, unless ``first`` is
-    None); return the 0/1 keep mask if ``want_keep`` (or if a threshold needs it)."""
-    n, cz = b.shape[1], b.shape[0]
-    t = wk.t[:cz, :n]
-    keep = None
-    ext = first is not None
-    if not q.thr:
-        if ext and wk.mx is not None:
-            _running(np.fmax, b, wk.mx[:n], wk.red[:n], first)
-        if ext and wk.mn is not None:
-            _running(np.fmin, b, wk.mn[:n], wk.red[:n], first)
-        if want_keep:
-            keep = wk.k[:cz, :n]
-            np.isfinite(b, out=keep, casting="unsafe")
-        np.fmin(b, wk.row[:, :n], out=t)  # NaN -> 0 (row of zeros)
-        np.fmax(b, t, out=b)
-        return keep
-    row = wk.row[:, :n]
-    row.fill(q.t_below)
-    np.fmax(b, row, out=b)  # NaN, -inf and everything below t -> t- (exactly)
-    if ext and wk.mx is not None:
-        _running(np.fmax, b, wk.mx[:n], wk.red[:n], first)
-    row.fill(q.t)
-    keep = wk.k[:cz, :n]
-    np.greater_equal(b, row, out=keep, casting="unsafe")
-    if ext and wk.mn is not None:  # excluded -> NaN (0/0), ignored by fmin
-        np.divide(keep, keep, out=t)
-        np.multiply(t, b, out=t)
-        _running(np.fmin, t, wk.mn[:n], wk.red[:n], first)
-    np.multiply(b, keep, out=b)
-    row.fill(0)
-    return keep
 
 
 def _running(op: np.ufunc, b: NDArray, acc: NDArray, red: NDArray, first: bool) -> None:
@@ -261,41 +232,125 @@ def _running(op: np.ufunc, b: NDArray, acc: NDArray, red: NDArray, first: bool) 
         op(acc, red, out=acc)
 
 
-def _first_pass(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int) -> None:
-    """Chunk sums (partials), extrema, kept weights and squares of rows ``y0:y1``."""
+def _load(cube: NDArray, q: _Plan, wk: _Work, z0: int, z1: int, y0: int, y1: int) -> NDArray:
+    """Copy channels ``z0:z1`` of rows ``y0:y1`` into the padded chunk; return its 2-D view."""
     n = (y1 - y0) * q.nxp
-    for i, (z0, z1, _, rows) in enumerate(q.chunks):
+    b = wk.b[: z1 - z0, :n]
+    np.copyto(b.reshape(z1 - z0, y1 - y0, q.nxp)[:, :, : q.nx], cube[z0:z1, y0:y1, :], casting="same_kind")
+    return b
+
+
+def _extrema_only(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int) -> None:
+    """Running maximum / minimum straight from the cube (no copy, no cleaning): orders 8, 10."""
+    r = y1 - y0
+    n = r * q.nxp
+
+    def view(a: NDArray) -> NDArray:
+        return a[:n].reshape(r, q.nxp)[:, : q.nx]
+
+    red = view(wk.red)
+    for i, (z0, z1, _, _) in enumerate(q.chunks):
+        src = cube[z0:z1, y0:y1, :]
+        for op, acc in ((np.fmax, wk.mx), (np.fmin, wk.mn)):
+            if acc is not None:
+                _running(op, src, view(acc), red, i == 0)
+
+
+def _first_pass(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int) -> None:
+    """Chunk partial sums, running extrema, kept weights and squares of rows ``y0:y1``.
+
+    Without a threshold a chunk is first reduced with the NaN-propagating ``maximum``: if no
+    pixel comes out NaN the chunk has no blank and is summed as it is; otherwise (and for the
+    rest of the block, blanks being where blanks were) ``fmax`` gives the maximum and the chunk
+    is cleaned: ``NaN -> 0`` by ``fmax(I, fmin(I, 0))``."""
+    n = (y1 - y0) * q.nxp
+    mx = wk.mx[:n] if wk.mx is not None else None
+    mn = wk.mn[:n] if wk.mn is not None else None
+    red = wk.red[:n]
+    dirty = False
+    for i, (z0, z1, rows, wsum) in enumerate(q.chunks):
+        cz, first = z1 - z0, i == 0
         b = _load(cube, q, wk, z0, z1, y0, y1)
-        keep = _clean(q, wk, b, i == 0, q.kf)
+        keep = None
+        if not q.thr:
+            if not dirty:
+                np.maximum.reduce(b, axis=0, out=red)
+                dirty = bool(np.isnan(red).any())
+            if dirty:
+                np.fmax.reduce(b, axis=0, out=red)
+            if first:
+                np.copyto(mx, red)
+            else:
+                np.fmax(mx, red, out=mx)
+            if mn is not None:
+                _running(np.fmin, b, mn, red, first)
+            if dirty:
+                if q.kw:
+                    keep = wk.k[:cz, :n]
+                    np.isfinite(b, out=keep, casting="unsafe")
+                t = wk.t[:cz, :n]
+                np.fmin(b, wk.zero[:cz, :n], out=t)  # min(I, 0), NaN -> 0
+                np.fmax(b, t, out=b)  # I, NaN -> 0
+        else:
+            np.fmax(b, wk.lo[:, :n], out=b)  # NaN, -inf and everything below t -> t- (exactly)
+            if mx is not None:
+                _running(np.fmax, b, mx, red, first)
+            keep = wk.k[:cz, :n]
+            np.greater_equal(b, wk.hi[:, :n], out=keep, casting="unsafe")
+            if mn is not None:  # excluded -> NaN (0/0), which fmin ignores
+                t = wk.t[:cz, :n]
+                np.divide(keep, keep, out=t)
+                np.multiply(t, b, out=t)
+                _running(np.fmin, t, mn, red, first)
+            np.multiply(b, keep, out=b)
         for j in range(q.nrow):
             np.dot(rows[j], b, out=wk.part[j, i, :n])
         wz = q.w[z0:z1]
-        if keep is not None:
-            np.dot(wz, keep, out=wk.kw[i, :n])
-            if wk.cnt is not None:
-                np.dot(wk.ones[: z1 - z0], keep, out=wk.cnt[i, :n])
+        if wk.kw is not None:
+            if keep is None:
+                wk.kw[i, :n] = wsum
+            else:
+                np.dot(wk.ones[:cz] if q.count and not q.sq else wz, keep, out=wk.kw[i, :n])
         if wk.sq is not None:
-            t = wk.t[: z1 - z0, :n]
+            t = wk.t[:cz, :n]
             np.multiply(b, b, out=t)
             np.dot(wz, t, out=wk.sq[i, :n])
 
 
 def _combine(q: _Plan, wk: _Work, n: int) -> dict[str, NDArray[np.float64]]:
-    """Float64 sums of a block from the chunk partials: ``S0, S1, S2`` about ``ref``."""
+    """Float64 sums of a block from the chunk partials (``s1``, ``s2`` about ``ref``), and
+    ``sum_k |C0_k|``, a cheap lower bound of ``sum |I| dv``."""
     out: dict[str, NDArray[np.float64]] = {}
-    r = np.array([ch[2] for ch in q.chunks])
     if q.nrow:
-        part = wk.part[:, :, :n].astype(np.float64)
-        ones = np.ones(len(q.chunks))
-        out["s0"] = ones @ part[0]
+        part = wk.part64[:, :, :n]
+        np.copyto(part, wk.part[:, :, :n])
+        out["s0"] = np.add.reduce(part[0], axis=0)
         if q.s1:
-            out["s1"] = ones @ part[1] + r @ part[0]
+            out["s1"] = np.add.reduce(part[1], axis=0)
+            out["s1"] += np.dot(q.r, part[0])
         if q.s2:
-            out["s2"] = ones @ part[2] + (2.0 * r) @ part[1] + (r * r) @ part[0]
-    for name, arr in (("sq", wk.sq), ("kw", wk.kw), ("cnt", wk.cnt)):
+            s2 = out["s2"] = np.add.reduce(part[2], axis=0)
+            s2 += np.dot(2.0 * q.r, part[1])
+            s2 += np.dot(q.r * q.r, part[0])
+        np.abs(part[0], out=part[0])
+        out["abs"] = np.add.reduce(part[0], axis=0)
+    for name, arr in (("sq", wk.sq), ("kw", wk.kw)):
         if arr is not None:
-            out[name] = np.add.reduce(arr[:, :n].astype(np.float64), axis=0)
+            out[name] = np.add.reduce(arr[:, :n], axis=0, dtype=np.float64)
     return out
+
+
+def _clean(q: _Plan, wk: _Work, b: NDArray) -> None:
+    """Zero the excluded voxels of a chunk in place (no extrema, no keep mask)."""
+    cz, n = b.shape
+    t = wk.t[:cz, :n]
+    if not q.thr:
+        np.fmin(b, wk.zero[:cz, :n], out=t)
+        np.fmax(b, t, out=b)
+    else:
+        np.fmax(b, wk.lo[:, :n], out=b)
+        np.greater_equal(b, wk.hi[:, :n], out=t, casting="unsafe")
+        np.multiply(b, t, out=b)
 
 
 def _centred_pass(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int, m1u: NDArray[np.float64]) -> list[NDArray]:
@@ -306,7 +361,7 @@ def _centred_pass(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int, m1u: NDA
     for z0, z1, _, _ in q.chunks:
         cz = z1 - z0
         b = _load(cube, q, wk, z0, z1, y0, y1)
-        _clean(q, wk, b, None, False)
+        _clean(q, wk, b)
         d, t = wk.t[:cz, :n], wk.k[:cz, :n]
         np.subtract(q.p.u[z0:z1, None], m, out=d, casting="same_kind")
         np.multiply(b, q.w[z0:z1, None], out=t)
@@ -320,102 +375,126 @@ def _centred_pass(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int, m1u: NDA
 
 def _exact(p: AxisPlan, x: NDArray[np.float64]) -> dict[int, NDArray[np.float64]]:
     """All requested orders of a few ``(nz, m)`` spectra, directly in float64 (rare cases)."""
+    o = p.orders
     keep = np.isfinite(x)
     if p.threshold is not None:
         keep &= x >= p.threshold
     xk = np.where(keep, x, 0.0)
     u, w = p.u[:, None], p.w[:, None]
     none = ~keep.any(axis=0)
-    out: dict[int, NDArray[np.float64]] = {}
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        s0 = np.add.reduce(xk * w, axis=0)
-        bad = none | (s0 == 0) | ~np.isfinite(s0)
-        m1u = np.add.reduce(xk * w * u, axis=0) / s0
+    xw = xk * w
+    s0 = np.add.reduce(xw, axis=0)
+    bad = none | (s0 == 0) | ~np.isfinite(s0)
+    vals: dict[int, NDArray[np.float64]] = {0: s0}
+    if any(1 <= k <= 5 for k in o):
+        m1u = np.add.reduce(xw * u, axis=0) / s0
+        vals[1] = np.where(bad, np.nan, m1u + p.ref)
         d = u - np.where(np.isfinite(m1u), m1u, 0.0)
-        mu = {k: np.add.reduce(xk * w * d**k, axis=0) / s0 for k in range(2, 6)}
-        var = np.where(np.abs(mu[2]) <= p.var_floor, 0.0, mu[2])
-        sig = np.sqrt(mu[2])
-        bad3 = bad | ~(mu[2] > p.var_floor)
-        vals = {
-            0: s0, 1: m1u + p.ref, 2: var,
-            3: mu[3] / sig**3, 4: mu[4] / sig**4 - 3.0, 5: mu[5] / sig**5,
-            6: np.sqrt(np.add.reduce(xk * xk * w, axis=0) / np.add.reduce(keep * w, axis=0)),
-            8: np.where(keep, x, -np.inf).max(axis=0), 10: np.where(keep, x, np.inf).min(axis=0),
-        }  # fmt: skip
-    for k in p.orders:
-        v = vals[k]
-        if 1 <= k <= 2:
-            v = np.where(bad, np.nan, v)
-        elif 3 <= k <= 5:
-            v = np.where(bad3, np.nan, v)
-        out[k] = np.where(none, np.nan, v)
-    return out
+        kmax = max([2] + [k for k in o if 3 <= k <= 5])
+        mu = {k: np.add.reduce(xw * d**k, axis=0) / s0 for k in range(2, kmax + 1)}
+        vals[2] = np.where(bad | (np.abs(mu[2]) <= p.var_floor), np.where(bad, np.nan, 0.0), mu[2])
+        if any(3 <= k <= 5 for k in o):
+            sig = np.sqrt(mu[2])
+            bad3 = bad | ~(mu[2] > p.var_floor)
+            for k in (3, 4, 5):
+                if k in o:
+                    vals[k] = np.where(bad3, np.nan, mu[k] / sig**k - (3.0 if k == 4 else 0.0))
+    if 6 in o:
+        vals[6] = np.sqrt(np.add.reduce(xk * xw, axis=0) / np.add.reduce(keep * w, axis=0))
+    if 8 in o:
+        vals[8] = np.where(keep, x, -np.inf).max(axis=0)
+    if 10 in o:
+        vals[10] = np.where(keep, x, np.inf).min(axis=0)
+    return {k: np.where(none, np.nan, vals[k]) for k in o}
 
 
 def _block(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int, out: dict[int, NDArray[np.float32]]) -> None:
     """All requested maps of rows ``y0:y1``."""
     p, o = q.p, q.p.orders
     r, nx, n = y1 - y0, q.nx, (y1 - y0) * q.nxp
-    _first_pass(cube, q, wk, y0, y1)
-    s = _combine(q, wk, n)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # pixels with no kept voxel
-        if q.thr and wk.mx is not None:
-            none = ~(wk.mx[:n] >= q.t)
-        elif q.thr and wk.mn is not None:
-            none = np.isnan(wk.mn[:n])
-        elif q.thr:
-            none = s["cnt" if q.cnt else "kw"] == 0
-        else:
-            none = np.isnan(wk.mx[:n] if wk.mx is not None else wk.mn[:n])
-        # pixels recomputed exactly: non-finite sums, or infinite extrema where BLAS may miss them
-        fix = np.zeros(n, dtype=bool)
-        for v in s.values():
+    if q.sums or (q.thr and q.mn):
+        _first_pass(cube, q, wk, y0, y1)
+        s = _combine(q, wk, n)
+    else:
+        _extrema_only(cube, q, wk, y0, y1)
+        s = {}
+
+    def view(a: NDArray) -> NDArray:
+        return a.reshape(r, q.nxp)[:, :nx]
+
+    # pixels with no kept voxel
+    if not q.thr:
+        none = np.isnan(wk.mx[:n])
+    elif q.mx:
+        none = ~(wk.mx[:n] >= q.t)
+    elif q.mn:
+        none = np.isnan(wk.mn[:n])
+    else:
+        none = s["kw"] == 0
+    # pixels recomputed exactly: non-finite sums or extrema (an infinite voxel, overflow), and
+    # sums cancelled far below the float32 rounding of their terms
+    fix = np.zeros(n, dtype=bool)
+    for name, v in s.items():
+        if name != "kw":
             fix |= ~np.isfinite(v)
-        if q.zero_w or not s:
-            for e in (wk.mx, wk.mn):
-                if e is not None:
-                    fix |= np.isinf(e[:n])
-        maps: dict[int, NDArray] = {}
-        if q.s0:
-            s0 = s["s0"]
-            bad = none | (s0 == 0) | ~np.isfinite(s0)
-            maps[0] = s0
-        if q.s1:
-            m1u = s["s1"] / s0
-            maps[1] = m1u + p.ref
-        if q.s2:
-            var = s["s2"] / s0 - m1u * m1u
-            np.copyto(var, 0.0, where=np.abs(var) <= p.var_floor)
-            maps[2] = var
-        if q.cen:
-            cen = _centred_pass(cube, q, wk, y0, y1, np.where(np.isfinite(m1u), m1u, 0.0))
-            mu2 = cen[0] / s0
-            sig = np.sqrt(mu2)
-            bad3 = bad | ~(mu2 > p.var_floor)
-            for k in (3, 4, 5):
-                if k in o:
-                    maps[k] = np.where(bad3, np.nan, cen[k - 2] / s0 / sig**k - (3.0 if k == 4 else 0.0))
-        if q.sq:
-            maps[6] = np.sqrt(s["sq"] / s["kw"])
-        if 8 in o:
-            maps[8] = wk.mx[:n]
-        if 10 in o:
-            maps[10] = wk.mn[:n]
-        for k in o:
-            m = maps[k]
-            if 1 <= k <= 2:
-                m = np.where(bad, np.nan, m)
-            m = np.where(none, np.nan, m)
-            out[k][y0:y1] = m.reshape(r, q.nxp)[:, :nx]
+    for e in (wk.mx, wk.mn):
+        if e is not None:
+            fix |= np.isinf(e[:n])
+    dest = {k: out[k][y0:y1] for k in o}
+    if q.s0:
+        s0 = s["s0"]
+        fix |= s["abs"] > _COND * np.abs(s0)
+        bad = view(none | (s0 == 0) | ~np.isfinite(s0))
+        if 0 in o:
+            dest[0][...] = view(s0)
+    if q.s1:
+        m1u = s["s1"] / s0
+        if 1 in o:
+            np.add(view(m1u), p.ref, out=dest[1], casting="same_kind")
+    if q.s2:
+        var = s["s2"] / s0
+        var -= m1u * m1u
+        np.copyto(var, 0.0, where=np.abs(var) <= p.var_floor)
+        dest[2][...] = view(var)
+    if q.cen:
+        cen = _centred_pass(cube, q, wk, y0, y1, np.where(np.isfinite(m1u), m1u, 0.0))
+        mu2 = cen[0] / s0
+        sig = np.sqrt(mu2)
+        bad3 = bad | view(~(mu2 > p.var_floor))
+        for k in (3, 4, 5):
+            if k in o:
+                dest[k][...] = view(cen[k - 2] / s0 / sig**k - (3.0 if k == 4 else 0.0))
+                np.copyto(dest[k], np.nan, where=bad3)
+    if q.sq:
+        dest[6][...] = view(np.sqrt(s["sq"] / s["kw"]))
+    if 8 in o:
+        dest[8][...] = view(wk.mx[:n])
+    if 10 in o:
+        dest[10][...] = view(wk.mn[:n])
+    none = view(none)
+    anynone = bool(none.any())
+    for k in o:
+        if 1 <= k <= 2:
+            np.copyto(dest[k], np.nan, where=bad)
+        elif anynone:
+            np.copyto(dest[k], np.nan, where=none)
     if fix.any():
         yy, xx = np.divmod(np.flatnonzero(fix), q.nxp)
-        keep = xx < nx
-        yy, xx = yy[keep], xx[keep]
+        sel = xx < nx
+        yy, xx = yy[sel], xx[sel]
         if yy.size:
             ex = _exact(p, np.asarray(cube[:, y0 + yy, xx], dtype=np.float64))
             for k in o:
                 out[k][y0 + yy, xx] = ex[k]
+
+
+def _worker(cube: NDArray, q: _Plan, starts: list[int], out: dict[int, NDArray[np.float32]]) -> None:
+    """Blocks starting at rows ``starts``, with this worker's own scratch."""
+    wk = _Work(q)
+    ny = cube.shape[1]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for y0 in starts:
+            _block(cube, q, wk, y0, min(ny, y0 + q.rows), out)
 
 
 def moment_maps(
@@ -461,8 +540,11 @@ def moment_maps(
     if ny * nx == 0:
         return out
     q = _Plan(p, nz, nx, cube.dtype)
-    wk = _Work(q)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        for y0 in range(0, ny, q.rows):
-            _block(cube, q, wk, y0, min(ny, y0 + q.rows), out)
+    starts = list(range(0, ny, q.rows))
+    nt = min(_THREADS, len(starts))
+    if nt == 1:
+        _worker(cube, q, starts, out)
+    else:
+        with ThreadPoolExecutor(nt, thread_name_prefix="visivo-moments") as pool:
+            list(pool.map(lambda part: _worker(cube, q, part, out), [starts[i::nt] for i in range(nt)]))
     return out

@@ -162,17 +162,20 @@ def _empty_partial() -> dict[str, Any]:
 
 
 def _sums(run: np.ndarray) -> tuple[float, float]:
-    """Σx and Σx² of float32 values, accumulated in float64 through a cache-sized buffer."""
+    """Σx and Σx² of float32 values, accumulated in float64 through a cache-sized buffer.
+
+    ``einsum`` rather than ``dot``: BLAS ``ddot`` may wake its thread pool, which costs more
+    than the sum itself on small regions and competes with the chunk threads on large ones.
+    """
     buf = np.empty(min(_SUM_BLOCK, run.size), dtype=np.float64)
-    ones = np.ones_like(buf)
     total = 0.0
     sumsq = 0.0
     for start in range(0, run.size, _SUM_BLOCK):
         piece = run[start : start + _SUM_BLOCK]
         w = buf[: piece.size]
         np.copyto(w, piece)
-        total += float(np.dot(w, ones[: piece.size]))
-        sumsq += float(np.dot(w, w))
+        total += float(w.sum())
+        sumsq += float(np.einsum("i,i->", w, w))
     return total, sumsq
 
 

@@ -66,6 +66,12 @@ CAPABILITIES: dict[str, Capability] = {
     "stacking": Capability("stacking", True, "heavy", "cube", 8.0, "partial/combine/finalize mean spectra"),
     "isosurface": Capability("isosurface", True, "heavy", "none", 12.0,
                              "CPU: scikit-image marching cubes (Lorensen); GPU: own CuPy kernel"),
+    "js9_imstat": Capability("stats", True, "interactive", "cube", 8.0,
+                             "CASA imstat keys; sorted-run partials, exact order statistics"),
+    "js9_specflux": Capability("region_flux", True, "interactive", "channel", 8.0, "per-channel region sums"),
+    "js9_imfit": Capability("fit2d", True, "heavy", "none", 32.0, "batched Levenberg-Marquardt, 2-D Gaussians"),
+    "js9_imview": Capability("contours", True, "interactive", "none", 40.0,
+                             "Gaussian smoothing on GPU; marching squares on CPU (declared)"),
 }
 
 

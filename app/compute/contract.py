@@ -32,6 +32,10 @@ KERNEL_MODULES: tuple[str, ...] = (
     "baseline",
     "stacking",
     "isosurface",
+    "stats",
+    "fit2d",
+    "contours",
+    "region_flux",
 )
 
 
@@ -54,4 +58,8 @@ PARITY_TOLERANCE: dict[str, Tolerance] = {
     "baseline": Tolerance(rtol=1e-6, atol=1e-6),
     "stacking": Tolerance(rtol=1e-6),
     "isosurface": Tolerance(rtol=0.0, atol=1e-5),
+    "stats": Tolerance(rtol=1e-9),
+    "fit2d": Tolerance(rtol=1e-6, atol=1e-9),
+    "contours": Tolerance(rtol=1e-9, atol=1e-12),
+    "region_flux": Tolerance(rtol=1e-9, atol=1e-12),
 }

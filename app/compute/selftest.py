@@ -39,6 +39,8 @@ def _cases(cube: np.ndarray, v: np.ndarray, w: np.ndarray) -> dict[str, list[tup
         "pv": [("pv_box_sample", (cube, sx, sy, nx_, ny_), {"width_pixels": 3})],
         "moments": [("moment_maps", (cube, v, w), {"orders": (0, 1, 2, 3, 4, 5, 6, 8, 10), "threshold": 0.1})],
         "casa_moments": [("casa_moment_maps", (cube, v, w), {"moments": (-1, 0, 1, 2, 5, 6, 7, 8, 9, 10, 11)})],
+        "stats": [("region_stats", (cube,), {})],
+        "region_flux": [("channel_sums", (cube,), {})],
     }
 
 

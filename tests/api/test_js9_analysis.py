@@ -456,3 +456,18 @@ def test_file_route_serves_the_fits_file(js9_client: TestClient, settings: Setti
     assert response.content[:2] == b"\x1f\x8b"
     with TestClient(js9_app(settings)) as anonymous:
         assert anonymous.get("/api/visualization/js9/file", params={"path": C3}).status_code == 401
+
+
+def test_open_image_cache(data_dir: Path) -> None:
+    from app.services.js9.images import ImageCache, open_view
+
+    path = write_cube(data_dir / "cached.fits", np.ones((1, 6, 6), dtype=np.float32))
+    cache = ImageCache(capacity=1)
+    first = open_view(path, cache=cache)
+    assert open_view(path, cache=cache).image is first.image and not first.owned
+    first.close()  # a cached image stays open for the next request
+    assert open_view(path, cache=cache).source.read().sum() == 36.0
+    mtime = path.stat().st_mtime_ns
+    write_cube(path, np.full((1, 6, 6), 2.0, dtype=np.float32))
+    os.utime(path, ns=(mtime + 10**9, mtime + 10**9))
+    assert open_view(path, cache=cache).source.read().sum() == 72.0 and len(cache) == 1

@@ -39,7 +39,7 @@ from app.services.js9 import casa_engine, native_engine
 from app.services.js9 import params as prm
 from app.services.js9.cache import ResultCache, cache_key
 from app.services.js9.errors import Js9BadRequest, Js9Error, Js9InvalidBody, Js9NotFound, Js9TaskFailed
-from app.services.js9.images import open_view
+from app.services.js9.images import ImageCache, open_view
 from app.services.js9.regions import parse_region
 
 log = logging.getLogger("visivo.js9")
@@ -94,6 +94,7 @@ class AnalysisService:
     def __init__(self, *, default_engine: str = "native", cache_size: int = 100) -> None:
         self.default_engine = default_engine if default_engine in prm.ENGINES else "native"
         self.cache = ResultCache(cache_size)
+        self.images = ImageCache()
 
     async def handle(self, runtime: Runtime, raw_body: bytes) -> Js9Response:
         """Answer one analysis request (never raises)."""
@@ -152,7 +153,7 @@ class AnalysisService:
 
         def job(ctx: JobContext) -> dict[str, Any]:
             try:
-                view = open_view(path, stokes=stokes)
+                view = open_view(path, stokes=stokes, cache=self.images)
             except InvalidRequest as exc:
                 raise Js9BadRequest(f"File is not a FITS image: {image_path} ({exc.message})") from None
             try:
@@ -182,4 +183,5 @@ class AnalysisService:
             "default_engine": self.default_engine,
             "cache": {"entries": len(self.cache), "capacity": self.cache.capacity, "hits": self.cache.hits,
                       "misses": self.cache.misses},
+            "open_images": len(self.images),
         }

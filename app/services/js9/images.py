@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +61,7 @@ class ImageView:
     planes: dict[int, int]
     stokes: str | None
     z_fixed: int | None = None
+    owned: bool = True
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -79,7 +82,9 @@ class ImageView:
         return str(self.header.get("BUNIT", "") or "").strip()
 
     def close(self) -> None:
-        self.image.close()
+        """Close the file unless it belongs to an :class:`ImageCache`."""
+        if self.owned:
+            self.image.close()
 
     # -- axes ------------------------------------------------------------------------------------
 
@@ -174,8 +179,42 @@ def _stokes_labels(header: fits.Header, axis: int, n: int) -> list[str]:
     return labels
 
 
-def open_view(path: Path, *, stokes: str | None = None) -> ImageView:
-    """Open ``path`` and select the Stokes plane ``stokes`` (default: the first plane).
+class ImageCache:
+    """Opened FITS images kept between requests: LRU of ``capacity``, keyed by path, mtime and size.
+
+    A JS9 user runs many tasks on the image on screen; parsing its header and WCS (and, for a
+    ``.fits.gz``, decompressing it) once instead of per request is most of a small task's time.
+    An edited file has a new key, so it is opened afresh. Evicted images are not closed here (a
+    request may still be reading one); the file goes when the last reference does.
+    """
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple[str, int, int], FitsImage] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: Path) -> FitsImage:
+        st = path.stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        with self._lock:
+            image = self._items.get(key)
+            if image is not None:
+                self._items.move_to_end(key)
+                return image
+        image = open_fits_image(path)
+        with self._lock:
+            self._items[key] = image
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return image
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def open_view(path: Path, *, stokes: str | None = None, cache: ImageCache | None = None) -> ImageView:
+    """Open ``path`` (through ``cache`` when given) and select the Stokes plane ``stokes`` (default: the first).
 
     Raises
     ------
@@ -184,12 +223,15 @@ def open_view(path: Path, *, stokes: str | None = None) -> ImageView:
     app.errors.InvalidRequest
         The file is not a readable FITS image (from the reader).
     """
-    image = open_fits_image(path)
+    image = cache.get(path) if cache is not None else open_fits_image(path)
     try:
-        return _select_stokes(path, image, stokes)
+        view = _select_stokes(path, image, stokes)
     except BaseException:
-        image.close()
+        if cache is None:
+            image.close()
         raise
+    view.owned = cache is None
+    return view
 
 
 def _select_stokes(path: Path, image: FitsImage, stokes: str | None) -> ImageView:

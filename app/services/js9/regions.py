@@ -22,7 +22,7 @@ shape        aliases                      fields (JS9 names accepted as well)
 circle       ``c``                        ``x``, ``y``, ``r`` (or ``radius``)
 box          ``rectangle``, ``r``,        ``x``, ``y``, ``width``, ``height``, ``angle`` (deg, optional)
              ``rect``
-ellipse      ``e``                        ``x``, ``y``, ``rx``, ``ry`` (or ``eradius: {x, y}``), ``angle``
+ellipse      ``e``                        ``x``, ``y``, ``rx``, ``ry`` (JS9: ``r1``, ``r2``; or ``eradius``), ``angle``
 polygon      ``poly``, ``p``              ``pts: [{x, y}, …]`` (or ``points: [[x, y], …]``), ≥ 3 vertices
 point        ``pt``                       ``x``, ``y`` (the pixel containing it; for ``imval``)
 ===========  ===========================  =====================================================
