@@ -75,7 +75,7 @@ _STAT_TOL = 1e-4
 _SIGMA_MIN = 0.5
 _MIN_SAMPLES = 4
 #: Window half-width in sigma when built, and the half-width a fit's window must cover.
-_WIN_SIGMA, _COVER_SIGMA = 4.5, 4.0
+_WIN_SIGMA, _COVER_SIGMA = 5.0, 4.5
 #: Window lengths are multiples of this many channels (and at least this many).
 _WIN_STEP = 8
 #: Fits per pixel at most (the first and up to two with a wider or moved window).
@@ -171,6 +171,7 @@ class _Axis:
         self.span = self.u[-1] - self.u[0]
         self.sig_min = _SIGMA_MIN * self.du.min()
         self.uniform = bool(np.all(widths == widths[0]))
+        self.strict = bool(np.all(np.diff(self.u) > 0))
 
     def rows(self, flat: np.ndarray, p0: int, p1: int) -> np.ndarray:
         """Pixels ``p0:p1`` of the ``(channel, pixel)`` array ``flat`` in ascending-axis order."""
@@ -276,7 +277,8 @@ def _scan(flat, p0, p1, axis, thr, snr_cut, fit, ew_out, buf):
             rank = np.multiply(hit, np.arange(nz, 0, -1, dtype=it)[:, None], out=buf.get("rank", shape, it))
             kp = nz - rank.max(axis=0)[cols].astype(np.intp)
     if t is not None:
-        keep = peak[cols] >= snr_cut * MAD_TO_SIGMA * _mad(t, cols, nfin[cols])
+        noise = MAD_TO_SIGMA * _mad(t, cols, nfin[cols])
+        keep = peak[cols] >= snr_cut * noise
         cols = cols[keep]
         kp = kp[keep] if fit else None
     pk = peak[cols].astype(np.float64)
@@ -297,7 +299,7 @@ def _scan(flat, p0, p1, axis, thr, snr_cut, fit, ew_out, buf):
     lft, rgt, xl, xr = bounds
     sig0 = (xr - xl) / FWHM_PER_SIGMA
     lo, hi = _window(axis.u, 0.5 * (xl + xr), _WIN_SIGMA * sig0, lft + 1, rgt)
-    raws = _gather((blk.reshape(-1), use.reshape(-1)), width, cols, lo, hi, None)
+    raws = _gather((blk.reshape(-1), use.reshape(-1)), width, cols, lo, hi, None, axis.u, buf)
     return {"pix": p0 + cols, "lo": lo, "hi": hi, "inv": inv, "lft": lft, "rgt": rgt, "sig0": sig0, "raws": raws}
 
 
@@ -313,9 +315,9 @@ def _half_run(y0, use, cols, kp, half, axis, inv, reach):
     """
     nz, width = y0.shape
     u, du = axis.u, axis.du
-    kk = kp + np.arange(-reach, reach + 1)[:, None]
+    kk = kp.astype(np.int32) + np.arange(-reach, reach + 1, dtype=np.int32)[:, None]
     out = (kk < 0) | (kk >= nz)
-    idx = np.clip(kk, 0, nz - 1) * width + cols
+    idx = np.clip(kk, 0, nz - 1) * width + cols.astype(np.int32)
     used = np.take(use.reshape(-1), idx) | out
     vals = np.take(y0.reshape(-1), idx)
     vals[out] = 0
@@ -384,18 +386,28 @@ def _window(u, centre, halfw, run_lo, run_hi):
     return lo, lo + wb
 
 
-def _gather(srcs, stride, cols, lo, hi, perm):
-    """``{length: (positions, *samples (length, n))}``: ``src[row(k) * stride + col]`` per source.
+def _gather(srcs, stride, cols, lo, hi, perm, u, buf):
+    """``{length: (positions, u, *samples)}``, each ``(length, n)``, of windows ``[lo, hi)``.
 
-    ``row(k)`` is the sorted channel ``k`` itself, or ``perm[k]`` (original order) if given.
+    Samples ``src[row(k) * stride + col]`` of each source, and the axis ``u[k]``; ``row(k)`` is
+    the sorted channel ``k`` itself, or ``perm[k]`` (original order) if given.
     """
     out = {}
     w = hi - lo
     for length in np.unique(w):
         pos = np.flatnonzero(w == length)
-        k = lo[pos] + np.arange(length)[:, None]
-        idx = (k if perm is None else perm[k]) * stride + cols[pos]
-        out[int(length)] = (pos, *(np.take(src, idx) for src in srcs))
+        shape = (int(length), pos.size)
+        k = np.add(
+            lo[pos].astype(np.int32), np.arange(length, dtype=np.int32)[:, None], out=buf.get("gk", shape, np.int32)
+        )
+        idx = buf.get("gidx", shape, np.intp)
+        if perm is None:
+            np.multiply(k, stride, out=idx)
+        else:
+            np.take(perm, k, out=idx)
+            idx *= stride
+        idx += cols[pos]
+        out[int(length)] = (pos, np.take(u, k), *(np.take(src, idx) for src in srcs))
     return out
 
 
@@ -473,8 +485,12 @@ def _fit_batch(flat, subs, axis, thr, max_iter, fwhm_out, buf):
         for length, (pos, *arrays) in s["raws"].items():
             parts.setdefault(length, []).append((pos + off, *arrays))
         off += s["pix"].size
-    raws = {length: (np.concatenate([q[0] for q in ps]), *(np.concatenate([q[i] for q in ps], axis=1) for i in (1, 2)))
-            for length, ps in parts.items()}  # fmt: skip
+    raws = {}
+    for length, ps in parts.items():
+        raws[length] = (
+            np.concatenate([q[0] for q in ps]),
+            *(np.concatenate([q[i] for q in ps], axis=1) for i in (1, 2, 3)),
+        )
     fit = _Fit(flat, axis, thr, cat["pix"], cat["lo"], cat["hi"], cat["inv"], buf)
     fit.add(raws)
     mu0 = fit.run_mean(cat["lft"], cat["rgt"])
@@ -518,21 +534,20 @@ class _Fit:
         self.res = np.zeros((11, n))
 
     def add(self, raws) -> list[_Group]:
-        """New windows ``{length: (positions, samples[, used])}``, replacing any older ones.
+        """New windows ``{length: (positions, u, samples[, used])}``, replacing any older ones.
 
         Without ``used``, a sample is used if finite (and ``>= threshold``); with it, the
         samples are 0 where unused.
         """
         new = []
-        for length, (pos, raw, *rest) in sorted(raws.items()):
+        for _length, (pos, u, raw, *rest) in sorted(raws.items()):
             if rest:
                 used = rest[0]
             else:
                 used = np.isfinite(raw)
                 if self.thr is not None:
                     used &= raw >= np.float64(self.thr)
-            y = raw * self.inv[pos]
-            u = self.axis.u[self.lo[pos] + np.arange(length)[:, None]]
+            y = np.multiply(raw, self.inv[pos], dtype=np.float64)
             if not used.all():
                 unused = ~used
                 y[unused], u[unused] = 0.0, _U_FAR
@@ -557,11 +572,19 @@ class _Fit:
 
     def run_mean(self, lft, rgt):
         """Moment start ``mu0 = sum y u du / sum y du`` over each pixel's half-power run."""
+        ax = self.axis
         out = np.empty(self.pix.size)
+        ul = np.where(lft >= 0, ax.u[np.maximum(lft, 0)], -np.inf)
+        ur = np.where(rgt < ax.n, ax.u[np.minimum(rgt, ax.n - 1)], np.inf)
         for g in self.groups:
-            k = self.lo[g.pos] + np.arange(g.y.shape[0])[:, None]
-            run = (k > lft[g.pos]) & (k < rgt[g.pos])
-            out[g.pos] = _colsum(g.y * self.axis.udu[k] * run) / _colsum(g.y * self.axis.du[k] * run)
+            if ax.uniform and ax.strict:  # u du and du without a gather; the run is u_l < u < u_r
+                run = (g.u > ul[g.pos]) & (g.u < ur[g.pos])
+                udu, du = g.u * ax.du[0], ax.du[0]
+            else:
+                k = self.lo[g.pos] + np.arange(g.y.shape[0])[:, None]
+                run = (k > lft[g.pos]) & (k < rgt[g.pos])
+                udu, du = ax.udu[k], ax.du[k]
+            out[g.pos] = _colsum(g.y * udu * run) / _colsum(g.y * du * run)
         return out
 
     def covered(self, pos, mu, sig):
@@ -572,13 +595,16 @@ class _Fit:
         short_hi = (hi < nz) & (u[np.minimum(hi, nz - 1)] <= mu + _COVER_SIGMA * sig)
         return ~(short_lo | short_hi)
 
-    def rewindow(self, pos, mu, sig) -> list[_Group]:
-        """New windows ``|u - mu| <= 4.5 sigma`` for the pixels ``pos``."""
-        lo, hi = _window(self.axis.u, mu, _WIN_SIGMA * sig, self.axis.n, 0)
+    def rewindow(self, pos, mu, sig, keep=False) -> list[_Group]:
+        """New windows ``|u - mu| <= 5 sigma`` for the pixels ``pos`` (with ``keep``: and the old ones)."""
+        run_lo, run_hi = (self.lo[pos], self.hi[pos]) if keep else (self.axis.n, 0)
+        lo, hi = _window(self.axis.u, mu, _WIN_SIGMA * sig, run_lo, run_hi)
         self.lo[pos], self.hi[pos] = lo, hi
         self.rounds[pos] += 1
-        raws = _gather((self.flat.reshape(-1),), self.flat.shape[1], self.pix[pos], lo, hi, self.axis.perm)
-        return self.add({length: (pos[i], raw) for length, (i, raw) in raws.items()})
+        raws = _gather(
+            (self.flat.reshape(-1),), self.flat.shape[1], self.pix[pos], lo, hi, self.axis.perm, self.axis.u, self.buf
+        )
+        return self.add({length: (pos[i], *arrays) for length, (i, *arrays) in raws.items()})
 
     def sums(self, req, p, groups=None):
         """Sums (:func:`_sums`, 11 rows) at parameters ``p`` (3, m) for the pixels ``req``.
@@ -777,6 +803,7 @@ def _lm(fit: _Fit, p0: np.ndarray, max_iter: int) -> np.ndarray:
         tiny = (np.abs(d[0]) <= _XTOL * np.abs(p[0])) & (np.abs(d[1]) <= _XTOL * sig) & (np.abs(d[2]) <= _XTOL * sig)
         done = ok & (st.lam < 1.0) & ((pred <= tol) | tiny)  # a step that would change (almost) nothing
         restart = [_finish(fit, out, st.act[done], p[:, done] + d[:, done])] if done.any() else []
+        restart_states = []
         if done.any():
             keep = ~done
             st, d, ok, pred, tol = st.take(keep), d[:, keep], ok[keep], pred[keep], tol[keep]
@@ -787,23 +814,36 @@ def _lm(fit: _Fit, p0: np.ndarray, max_iter: int) -> np.ndarray:
             sn = fit.sums(st.act, pn)
             acc = ok & (sn[0] < chi2)
             with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                rho = (chi2 - sn[0]) / pred
-                shrink = np.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+                t = 2.0 * ((chi2 - sn[0]) / pred) - 1.0  # 2 (gain ratio) - 1
+                shrink = np.maximum(1.0 / 3.0, 1.0 - t * t * t)
             done = (acc & (chi2 - sn[0] <= np.maximum(_FTOL * chi2, tol))) | (~acc & (st.lam * st.nu > _LAMBDA_MAX))
             st.lam = np.where(acc, np.maximum(st.lam * shrink, _LAMBDA_MIN), st.lam * st.nu)
             st.nu = np.where(acc, 2.0, 2.0 * st.nu)
+            prev = p
             st.p, st.s = np.where(acc, pn, p), np.where(acc, sn, st.s)
             st.it = st.it + 1
             p, sig = st.p, np.abs(st.p[2])
-            # a step out of the physical region ends the fit as failed: no line, or unresolved
-            ulo, uhi = fit.axis.u[fit.lo[st.act]], fit.axis.u[fit.hi[st.act] - 1]
-            bad = acc & ((p[0] <= 0) | (sig < sig_min) | (sig > sig_max) | (p[1] < ulo) | (p[1] > uhi))
-            done &= ~bad
-            stop = done | bad | (st.it >= max_iter)
+            # a step out of the physical region ends the fit as failed: no line, or unresolved;
+            # one that takes the centre out of the window starts it again in a new window
+            bad = acc & ((p[0] <= 0) | (sig < sig_min) | (sig > sig_max))
+            away = acc & ~bad & ((p[1] < fit.axis.u[fit.lo[st.act]]) | (p[1] > fit.axis.u[fit.hi[st.act] - 1]))
+            done &= ~(bad | away)
+            stop = done | bad | away | (st.it >= max_iter)
             if done.any():
                 restart.append(_finish(fit, out, st.act[done], p[:, done]))
+            if away.any():  # widen the window to take in the new centre; go on from the last point in it
+                pos, pa = st.act[away], p[:, away]
+                again = (fit.rounds[pos] < _MAX_ROUNDS - 1) & (pa[1] >= fit.axis.u[0]) & (pa[1] <= fit.axis.u[-1])
+                fit.kill(pos)
+                pos, pa, pp = pos[again], pa[:, again], prev[:, away][:, again]
+                if pos.size:
+                    groups = fit.rewindow(pos, pa[1], np.abs(pa[2]), keep=True)
+                    ok1 = fit.count[pos] >= _MIN_SAMPLES
+                    if ok1.any():
+                        new = _begin(fit, pos[ok1], np.stack([pp[0], pp[1], np.abs(pp[2])])[:, ok1], groups)
+                        restart_states.append(new)
             if stop.any():
-                fit.kill(st.act[stop & ~done])
+                fit.kill(st.act[stop & ~done & ~away])
                 st = st.take(~stop)
         for pos, p in restart:
             if pos.size:
@@ -811,6 +851,8 @@ def _lm(fit: _Fit, p0: np.ndarray, max_iter: int) -> np.ndarray:
                 ok1 = fit.count[pos] >= _MIN_SAMPLES
                 if ok1.any():
                     st = st.cat(_begin(fit, pos[ok1], np.stack([p[0], p[1], np.abs(p[2])])[:, ok1], groups))
+        for new in restart_states:
+            st = st.cat(new)
     return out
 
 

@@ -65,9 +65,7 @@ bit-identical results to one call on the whole cube: the dispatcher can run slab
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -82,20 +80,21 @@ SUPPORTED_ORDERS: frozenset[int] = frozenset({0, 1, 2, 3, 4, 5, 6, 8, 10})
 #: Channels per chunk (the half-width of a chunk bounds the error of M2 for narrow lines).
 _CHUNK = 16
 
-#: Bytes of one chunk of the working type (channels x block pixels): cache-resident.
+#: Bytes of one chunk (channels x sub-block pixels, working type): two of them stay in L2.
 _CHUNK_BYTES = 1 << 18
+
+#: Pixels finished together (a block: whole sub-blocks), and the bytes of its chunk partials.
+_BLOCK_PIXELS = 1 << 14
+_PART_BYTES = 1 << 22
 
 #: Scratch rows are padded to a multiple of this many pixels; scratch buffers are page-aligned.
 _ROW_ALIGN = 64
 _BUF_ALIGN = 4096
 
 #: Pixels with ``sum_k |C0_k| > _COND * |sum I dv|`` (chunk sums ``C0_k``) are recomputed exactly:
-#: their float32 sums are too cancelled. ``sum_k |C0_k|`` underestimates ``sum |I| dv`` by about
-#: ``sqrt(16)`` for noise, so this catches ``sum |I| dv > ~1000 |sum I dv|``.
+#: their float32 sums are too cancelled. ``sum_k |C0_k|`` underestimates ``sum |I| dv`` (by about
+#: 4 for noise), so this catches ``sum |I| dv`` above about 600-1000 ``|sum I dv|``.
 _COND = 150.0
-
-#: Worker threads over blocks (NumPy and BLAS release the GIL; the results do not depend on it).
-_THREADS = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 #: Relative variance floor: |var| <= _VAR_FLOOR * max|u|^2 counts as zero (rounding level).
 _VAR_FLOOR = 1e-13
@@ -149,12 +148,17 @@ def _plan_axis(
     return AxisPlan(ords, ref, u, w, floor, None if threshold is None else float(threshold))
 
 
-def _aligned(shape: tuple[int, ...], dtype: np.dtype) -> NDArray:
-    """A zeroed array whose data start on a :data:`_BUF_ALIGN` boundary."""
-    n = int(np.prod(shape)) * dtype.itemsize
-    raw = np.zeros(n + _BUF_ALIGN, dtype=np.uint8)
+def _aligned(shape: tuple[int, ...], dtype: np.dtype | type, fill: float | None = 0.0) -> NDArray:
+    """An array (filled with ``fill`` unless it is None) whose data start on a
+    :data:`_BUF_ALIGN` boundary."""
+    dt = np.dtype(dtype)
+    n = int(np.prod(shape)) * dt.itemsize
+    raw = np.empty(n + _BUF_ALIGN, dtype=np.uint8)
     off = -raw.ctypes.data % _BUF_ALIGN
-    return raw[off : off + n].view(dtype).reshape(shape)
+    a = raw[off : off + n].view(dt).reshape(shape)
+    if fill is not None:
+        a.fill(fill)
+    return a
 
 
 class _Plan:
@@ -175,7 +179,7 @@ class _Plan:
         # may skip a zero weight
         self.mx = 8 in o or not self.thr
         self.mn = 10 in o or (zero_w and not self.thr)
-        self.sums = self.s0 or self.sq  # the cleaned chunk is needed
+        self.sums = self.s0 or self.sq or (self.thr and self.mn)  # the cleaned chunk is needed
         self.kw = self.sq or (self.thr and not (self.mx or self.mn))  # kept weight (or count)
         self.count = zero_w  # kept count instead of kept weight for telling blank spectra
         self.nrow = int(self.s0) + int(self.s1) + int(self.s2)
@@ -184,16 +188,21 @@ class _Plan:
         for z0 in range(0, nz, c):
             z1 = min(nz, z0 + c)
             uk, wk = p.u[z0:z1], p.w[z0:z1]
-            r = float(np.mean(uk))
-            d = uk - r
+            d = uk - np.mean(uk)
             rows = np.array([wk, wk * d, wk * d * d][: self.nrow], dtype=self.dt).reshape(self.nrow, z1 - z0)
             self.chunks.append((z0, z1, rows, float(np.sum(wk))))
         self.r = np.array([float(np.mean(p.u[z0:z1])) for z0, z1, _, _ in self.chunks])
+        # "zero" variance: below the rounding of the chunk sums, |d| <= h about |r| <= rmax
+        h = max(float(np.max(np.abs(p.u[z0:z1] - r))) for (z0, z1, _, _), r in zip(self.chunks, self.r, strict=True))
+        rmax = float(np.max(np.abs(self.r)))
+        self.var_floor = max(p.var_floor, 16.0 * float(np.finfo(self.dt).eps) * h * (h + 2.0 * rmax))
         self.c = c
         self.w = p.w.astype(self.dt)
         self.nxp = -(-nx // _ROW_ALIGN) * _ROW_ALIGN
-        self.rows = max(1, _CHUNK_BYTES // (c * self.dt.itemsize * self.nxp))  # rows per block
-        self.npix = self.rows * self.nxp
+        self.sub_rows = max(1, _CHUNK_BYTES // (c * self.dt.itemsize * self.nxp))  # rows per sub-block
+        block = min(_BLOCK_PIXELS, _PART_BYTES // (4 * len(self.chunks) * self.dt.itemsize))
+        self.block_rows = self.sub_rows * max(1, block // (self.sub_rows * self.nxp))
+        self.npix = self.block_rows * self.nxp
         if self.thr:  # smallest value of the working type >= threshold, and the one below it
             t = np.array(p.threshold, dtype=self.dt)
             self.t = t if t >= p.threshold else np.nextafter(t, np.array(np.inf, self.dt))
@@ -201,76 +210,75 @@ class _Plan:
 
 
 class _Work:
-    """Scratch buffers of one worker (reused across its blocks)."""
+    """Scratch buffers (reused across blocks)."""
 
     def __init__(self, q: _Plan) -> None:
         c, n, dt, nk = q.c, q.npix, q.dt, len(q.chunks)
-        self.b = _aligned((c, n), dt)  # the chunk; rows padded with zeros
-        self.t = _aligned((c, n), dt)  # temporary / centred offsets
-        self.k = _aligned((c, n), dt)  # keep mask / products
-        self.zero = _aligned((c, n), dt)  # zeros
+        m = q.sub_rows * q.nxp  # pixels of a sub-block
+        self.b = _aligned((c, m), dt)  # the cleaned chunk; row padding stays 0
+        self.t = _aligned((c, m), dt)  # keep mask / temporary / centred offsets
+        self.k = _aligned((c, m), dt)  # products (orders 3-5)
+        self.zero = _aligned((c, m), dt)
         if q.thr:
-            self.lo = np.full((1, n), q.t_below, dtype=dt)
-            self.hi = np.full((1, n), q.t, dtype=dt)
-        self.red = _aligned((n,), dt)  # per-chunk reduction
-        self.mx = _aligned((n,), dt) if q.mx else None
-        self.mn = _aligned((n,), dt) if q.mn else None
-        self.part = _aligned((q.nrow, nk, n), dt) if q.nrow else None  # chunk partials
-        self.part64 = _aligned((q.nrow, nk, n), np.dtype(np.float64)) if q.nrow else None
-        self.sq = _aligned((nk, n), dt) if q.sq else None
-        self.kw = _aligned((nk, n), dt) if q.kw else None
-        self.cenp = _aligned((max(q.cen - 1, 0), n), dt) if q.cen else None
+            self.lo = _aligned((c, m), dt, q.t_below)
+            self.hi = _aligned((c, m), dt, q.t)
+        self.red = _aligned((n,), dt, None)  # per-chunk reduction
+        self.mx = _aligned((n,), dt, None) if q.mx else None
+        self.mn = _aligned((n,), dt, None) if q.mn else None
+        self.part = _aligned((q.nrow, nk, n), dt, None) if q.nrow else None  # chunk partials
+        self.part64 = _aligned((nk, n), np.float64, None) if q.nrow > 1 else None
+        self.sq = _aligned((nk, n), dt, None) if q.sq else None
+        self.kw = _aligned((nk, n), dt, None) if q.kw else None
+        self.cenp = _aligned((max(q.cen - 1, 0), n), dt, None) if q.cen else None
         self.ones = np.ones(c, dtype=dt)
 
 
-def _running(op: np.ufunc, b: NDArray, acc: NDArray, red: NDArray, first: bool) -> None:
-    """``acc = op(acc, op.reduce(b, axis=0))`` (``acc = op.reduce(b)`` for the first chunk)."""
+def _views(q: _Plan, a: NDArray, lead: int, r: int) -> NDArray:
+    """The ``(lead, r, nx)`` view of the first ``r`` padded rows of a ``(lead, pixels)`` buffer."""
+    return a[:lead, : r * q.nxp].reshape(lead, r, q.nxp)[:, :, : q.nx]
+
+
+def _reduce_into(op: np.ufunc, src: NDArray, acc: NDArray, red: NDArray, first: bool) -> None:
+    """``acc = op(acc, op.reduce(src, axis=0))`` (``acc = op.reduce(src)`` for the first chunk)."""
     if first:
-        op.reduce(b, axis=0, out=acc)
+        op.reduce(src, axis=0, out=acc)
     else:
-        op.reduce(b, axis=0, out=red)
+        op.reduce(src, axis=0, out=red)
         op(acc, red, out=acc)
-
-
-def _load(cube: NDArray, q: _Plan, wk: _Work, z0: int, z1: int, y0: int, y1: int) -> NDArray:
-    """Copy channels ``z0:z1`` of rows ``y0:y1`` into the padded chunk; return its 2-D view."""
-    n = (y1 - y0) * q.nxp
-    b = wk.b[: z1 - z0, :n]
-    np.copyto(b.reshape(z1 - z0, y1 - y0, q.nxp)[:, :, : q.nx], cube[z0:z1, y0:y1, :], casting="same_kind")
-    return b
 
 
 def _extrema_only(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int) -> None:
     """Running maximum / minimum straight from the cube (no copy, no cleaning): orders 8, 10."""
     r = y1 - y0
-    n = r * q.nxp
-
-    def view(a: NDArray) -> NDArray:
-        return a[:n].reshape(r, q.nxp)[:, : q.nx]
-
-    red = view(wk.red)
+    red = _views(q, wk.red[None], 1, r)[0]
     for i, (z0, z1, _, _) in enumerate(q.chunks):
         src = cube[z0:z1, y0:y1, :]
         for op, acc in ((np.fmax, wk.mx), (np.fmin, wk.mn)):
             if acc is not None:
-                _running(op, src, view(acc), red, i == 0)
+                _reduce_into(op, src, _views(q, acc[None], 1, r)[0], red, i == 0)
 
 
-def _first_pass(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int) -> None:
-    """Chunk partial sums, running extrema, kept weights and squares of rows ``y0:y1``.
+def _sub_block(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int, off: int) -> None:
+    """Chunk partial sums, running extrema, kept weights and squares of rows ``y0:y1``, stored
+    at pixel offset ``off`` of the block buffers.
 
-    Without a threshold a chunk is first reduced with the NaN-propagating ``maximum``: if no
-    pixel comes out NaN the chunk has no blank and is summed as it is; otherwise (and for the
-    rest of the block, blanks being where blanks were) ``fmax`` gives the maximum and the chunk
-    is cleaned: ``NaN -> 0`` by ``fmax(I, fmin(I, 0))``."""
-    n = (y1 - y0) * q.nxp
-    mx = wk.mx[:n] if wk.mx is not None else None
-    mn = wk.mn[:n] if wk.mn is not None else None
+    Each chunk is copied once from memory into the padded scratch, where the rest happens.
+    Without a threshold the first chunk of the sub-block is reduced with the NaN-propagating
+    ``maximum``: if no pixel comes out NaN the chunk has no blank and is summed as it is; after
+    the first chunk with a blank, ``fmax`` gives the maximum and each chunk is cleaned, ``NaN -> 0``
+    by ``fmax(I, fmin(I, 0))``. With a threshold: ``I -> fmax(I, t-)`` (NaN, -inf and everything
+    below t become t-, exactly), ``keep = I >= t``, ``I -> I * keep``."""
+    r = y1 - y0
+    n = r * q.nxp
+    px = slice(off, off + n)
     red = wk.red[:n]
+    mx = wk.mx[px] if wk.mx is not None else None
+    mn = wk.mn[px] if wk.mn is not None else None
     dirty = False
     for i, (z0, z1, rows, wsum) in enumerate(q.chunks):
         cz, first = z1 - z0, i == 0
-        b = _load(cube, q, wk, z0, z1, y0, y1)
+        b = wk.b[:cz, :n]
+        np.copyto(_views(q, wk.b, cz, r), cube[z0:z1, y0:y1, :], casting="same_kind")
         keep = None
         if not q.thr:
             if not dirty:
@@ -283,7 +291,7 @@ def _first_pass(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int) -> None:
             else:
                 np.fmax(mx, red, out=mx)
             if mn is not None:
-                _running(np.fmin, b, mn, red, first)
+                _reduce_into(np.fmin, b, mn, red, first)
             if dirty:
                 if q.kw:
                     keep = wk.k[:cz, :n]
@@ -292,84 +300,87 @@ def _first_pass(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int) -> None:
                 np.fmin(b, wk.zero[:cz, :n], out=t)  # min(I, 0), NaN -> 0
                 np.fmax(b, t, out=b)  # I, NaN -> 0
         else:
-            np.fmax(b, wk.lo[:, :n], out=b)  # NaN, -inf and everything below t -> t- (exactly)
+            np.fmax(b, wk.lo[:cz, :n], out=b)
             if mx is not None:
-                _running(np.fmax, b, mx, red, first)
+                _reduce_into(np.fmax, b, mx, red, first)
             keep = wk.k[:cz, :n]
-            np.greater_equal(b, wk.hi[:, :n], out=keep, casting="unsafe")
+            np.greater_equal(b, wk.hi[:cz, :n], out=keep, casting="unsafe")
             if mn is not None:  # excluded -> NaN (0/0), which fmin ignores
                 t = wk.t[:cz, :n]
                 np.divide(keep, keep, out=t)
                 np.multiply(t, b, out=t)
-                _running(np.fmin, t, mn, red, first)
+                _reduce_into(np.fmin, t, mn, red, first)
             np.multiply(b, keep, out=b)
         for j in range(q.nrow):
-            np.dot(rows[j], b, out=wk.part[j, i, :n])
+            np.dot(rows[j], b, out=wk.part[j, i, px])
         wz = q.w[z0:z1]
         if wk.kw is not None:
             if keep is None:
-                wk.kw[i, :n] = wsum
+                wk.kw[i, px] = wsum
             else:
-                np.dot(wk.ones[:cz] if q.count and not q.sq else wz, keep, out=wk.kw[i, :n])
+                np.dot(wk.ones[:cz] if q.count and not q.sq else wz, keep, out=wk.kw[i, px])
         if wk.sq is not None:
             t = wk.t[:cz, :n]
             np.multiply(b, b, out=t)
-            np.dot(wz, t, out=wk.sq[i, :n])
+            np.dot(wz, t, out=wk.sq[i, px])
 
 
 def _combine(q: _Plan, wk: _Work, n: int) -> dict[str, NDArray[np.float64]]:
-    """Float64 sums of a block from the chunk partials (``s1``, ``s2`` about ``ref``), and
-    ``sum_k |C0_k|``, a cheap lower bound of ``sum |I| dv``."""
+    """Float64 sums of a block from the chunk partials ``C_j`` (``s1``, ``s2`` about ``ref``:
+    ``S1 = sum_k C1 + r_k C0``, ``S2 = sum_k C2 + 2 r_k C1 + r_k^2 C0``), and ``sum_k |C0_k|``, a
+    cheap lower bound of ``sum |I| dv``."""
     out: dict[str, NDArray[np.float64]] = {}
     if q.nrow:
-        part = wk.part64[:, :, :n]
-        np.copyto(part, wk.part[:, :, :n])
-        out["s0"] = np.add.reduce(part[0], axis=0)
+        part = wk.part[:, :, :n]
+        out["s0"] = np.add.reduce(part[0], axis=0, dtype=np.float64)
+        out["abs"] = np.add.reduce(np.abs(part[0]), axis=0, dtype=np.float64)
         if q.s1:
-            out["s1"] = np.add.reduce(part[1], axis=0)
-            out["s1"] += np.dot(q.r, part[0])
-        if q.s2:
-            s2 = out["s2"] = np.add.reduce(part[2], axis=0)
-            s2 += np.dot(2.0 * q.r, part[1])
-            s2 += np.dot(q.r * q.r, part[0])
-        np.abs(part[0], out=part[0])
-        out["abs"] = np.add.reduce(part[0], axis=0)
+            c64 = wk.part64[:, :n]
+            np.copyto(c64, part[0])
+            out["s1"] = np.add.reduce(part[1], axis=0, dtype=np.float64)
+            out["s1"] += np.dot(q.r, c64)
+            if q.s2:
+                s2 = out["s2"] = np.add.reduce(part[2], axis=0, dtype=np.float64)
+                s2 += np.dot(q.r * q.r, c64)
+                np.copyto(c64, part[1])
+                s2 += np.dot(2.0 * q.r, c64)
     for name, arr in (("sq", wk.sq), ("kw", wk.kw)):
         if arr is not None:
             out[name] = np.add.reduce(arr[:, :n], axis=0, dtype=np.float64)
     return out
 
 
-def _clean(q: _Plan, wk: _Work, b: NDArray) -> None:
-    """Zero the excluded voxels of a chunk in place (no extrema, no keep mask)."""
-    cz, n = b.shape
-    t = wk.t[:cz, :n]
-    if not q.thr:
-        np.fmin(b, wk.zero[:cz, :n], out=t)
-        np.fmax(b, t, out=b)
-    else:
-        np.fmax(b, wk.lo[:, :n], out=b)
-        np.greater_equal(b, wk.hi[:, :n], out=t, casting="unsafe")
-        np.multiply(b, t, out=b)
-
-
 def _centred_pass(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int, m1u: NDArray[np.float64]) -> list[NDArray]:
     """``sum I dv (u - m1u)^k``, ``k = 2..q.cen``, per pixel (float32 per chunk, float64 total)."""
     n = (y1 - y0) * q.nxp
     acc = [np.zeros(n) for _ in range(q.cen - 1)]
-    m = m1u.reshape(1, n)
-    for z0, z1, _, _ in q.chunks:
-        cz = z1 - z0
-        b = _load(cube, q, wk, z0, z1, y0, y1)
-        _clean(q, wk, b)
-        d, t = wk.t[:cz, :n], wk.k[:cz, :n]
-        np.subtract(q.p.u[z0:z1, None], m, out=d, casting="same_kind")
-        np.multiply(b, q.w[z0:z1, None], out=t)
-        np.multiply(t, d, out=t)
-        for k in range(2, q.cen + 1):
-            np.multiply(t, d, out=t)
-            np.dot(wk.ones[:cz], t, out=wk.cenp[k - 2, :n])
-            acc[k - 2] += wk.cenp[k - 2, :n]
+    m32 = m1u.astype(q.dt)
+    u32 = q.p.u.astype(q.dt)[:, None]
+    for ys in range(y0, y1, q.sub_rows):
+        ye = min(y1, ys + q.sub_rows)
+        r = ye - ys
+        m = r * q.nxp
+        px = slice((ys - y0) * q.nxp, (ye - y0) * q.nxp)
+        for z0, z1, _, _ in q.chunks:
+            cz = z1 - z0
+            b = wk.b[:cz, :m]
+            np.copyto(_views(q, wk.b, cz, r), cube[z0:z1, ys:ye, :], casting="same_kind")
+            t = wk.t[:cz, :m]
+            if not q.thr:
+                np.fmin(b, wk.zero[:cz, :m], out=t)
+                np.fmax(b, t, out=b)
+            else:
+                np.fmax(b, wk.lo[:cz, :m], out=b)
+                np.greater_equal(b, wk.hi[:cz, :m], out=t, casting="unsafe")
+                np.multiply(b, t, out=b)
+            d = wk.k[:cz, :m]
+            np.subtract(u32[z0:z1], m32[None, px], out=d)  # u - M1, small: float32 is fine
+            np.multiply(b, d, out=b)
+            wz = q.w[z0:z1]
+            for k in range(2, q.cen + 1):
+                np.multiply(b, d, out=b)
+                np.dot(wz, b, out=wk.cenp[k - 2, :m])
+                acc[k - 2][px] += wk.cenp[k - 2, :m]
     return acc
 
 
@@ -412,15 +423,16 @@ def _block(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int, out: dict[int, 
     """All requested maps of rows ``y0:y1``."""
     p, o = q.p, q.p.orders
     r, nx, n = y1 - y0, q.nx, (y1 - y0) * q.nxp
-    if q.sums or (q.thr and q.mn):
-        _first_pass(cube, q, wk, y0, y1)
+    if q.sums:
+        for ys in range(y0, y1, q.sub_rows):
+            _sub_block(cube, q, wk, ys, min(y1, ys + q.sub_rows), (ys - y0) * q.nxp)
         s = _combine(q, wk, n)
     else:
         _extrema_only(cube, q, wk, y0, y1)
         s = {}
 
     def view(a: NDArray) -> NDArray:
-        return a.reshape(r, q.nxp)[:, :nx]
+        return a[:n].reshape(r, q.nxp)[:, :nx]
 
     # pixels with no kept voxel
     if not q.thr:
@@ -434,27 +446,29 @@ def _block(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int, out: dict[int, 
     # pixels recomputed exactly: non-finite sums or extrema (an infinite voxel, overflow), and
     # sums cancelled far below the float32 rounding of their terms
     fix = np.zeros(n, dtype=bool)
-    for name, v in s.items():
-        if name != "kw":
-            fix |= ~np.isfinite(v)
+    if s:
+        fix |= ~np.isfinite(sum(v for name, v in s.items() if name != "kw"))
     for e in (wk.mx, wk.mn):
         if e is not None:
             fix |= np.isinf(e[:n])
     dest = {k: out[k][y0:y1] for k in o}
     if q.s0:
         s0 = s["s0"]
-        fix |= s["abs"] > _COND * np.abs(s0)
-        bad = view(none | (s0 == 0) | ~np.isfinite(s0))
+        a0 = np.abs(s0)
+        fix |= s["abs"] > _COND * a0
+        bad = view(none | ~(a0 > 0))  # (inf is fixed anyway)
         if 0 in o:
             dest[0][...] = view(s0)
     if q.s1:
-        m1u = s["s1"] / s0
+        m1u = s["s1"]
+        m1u /= s0
         if 1 in o:
             np.add(view(m1u), p.ref, out=dest[1], casting="same_kind")
     if q.s2:
-        var = s["s2"] / s0
+        var = s["s2"]
+        var /= s0
         var -= m1u * m1u
-        np.copyto(var, 0.0, where=np.abs(var) <= p.var_floor)
+        np.copyto(var, 0.0, where=np.abs(var) <= q.var_floor)
         dest[2][...] = view(var)
     if q.cen:
         cen = _centred_pass(cube, q, wk, y0, y1, np.where(np.isfinite(m1u), m1u, 0.0))
@@ -468,9 +482,9 @@ def _block(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int, out: dict[int, 
     if q.sq:
         dest[6][...] = view(np.sqrt(s["sq"] / s["kw"]))
     if 8 in o:
-        dest[8][...] = view(wk.mx[:n])
+        dest[8][...] = view(wk.mx)
     if 10 in o:
-        dest[10][...] = view(wk.mn[:n])
+        dest[10][...] = view(wk.mn)
     none = view(none)
     anynone = bool(none.any())
     for k in o:
@@ -486,15 +500,6 @@ def _block(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int, out: dict[int, 
             ex = _exact(p, np.asarray(cube[:, y0 + yy, xx], dtype=np.float64))
             for k in o:
                 out[k][y0 + yy, xx] = ex[k]
-
-
-def _worker(cube: NDArray, q: _Plan, starts: list[int], out: dict[int, NDArray[np.float32]]) -> None:
-    """Blocks starting at rows ``starts``, with this worker's own scratch."""
-    wk = _Work(q)
-    ny = cube.shape[1]
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        for y0 in starts:
-            _block(cube, q, wk, y0, min(ny, y0 + q.rows), out)
 
 
 def moment_maps(
@@ -540,11 +545,8 @@ def moment_maps(
     if ny * nx == 0:
         return out
     q = _Plan(p, nz, nx, cube.dtype)
-    starts = list(range(0, ny, q.rows))
-    nt = min(_THREADS, len(starts))
-    if nt == 1:
-        _worker(cube, q, starts, out)
-    else:
-        with ThreadPoolExecutor(nt, thread_name_prefix="visivo-moments") as pool:
-            list(pool.map(lambda part: _worker(cube, q, part, out), [starts[i::nt] for i in range(nt)]))
+    wk = _Work(q)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for y0 in range(0, ny, q.block_rows):
+            _block(cube, q, wk, y0, min(ny, y0 + q.block_rows), out)
     return out

@@ -39,4 +39,5 @@ async def close_dataset(dataset_id: str, request: Request, runtime: Runtime = De
     """Close a dataset of the caller's session and free its file handle."""
     dataset = dataset_for(request, dataset_id)
     runtime.sessions.remove_dataset(dataset)
+    runtime.residency.evict_prefix(f"{dataset.dataset_id}:")  # free its device-resident copy, if any
     return ok(dataset_id=dataset_id, closed=True)
