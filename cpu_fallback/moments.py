@@ -21,46 +21,46 @@ where ``sigma`` is 0. "Zero" for a variance means ``|var| <= 1e-13 * max|v - ref
 the rounding level of the method; there ``M2`` is reported as exactly 0 (e.g. a spectrum with a
 single kept voxel).
 
-Layout. The cube is streamed plane-wise: a *block* is a group of whole rows (about 8k pixels),
-and a *chunk* is 16 consecutive channels of a block, copied into a cache-resident scratch
-(one long contiguous run per channel plane, which reads memory as fast as ``numpy.sum``). Rows
-are padded to a multiple of 64 pixels in the scratch, so every pixel sits at the same offset
-modulo 64 in every BLAS call whatever rows its block holds.
+Layout. The cube is streamed plane-wise, so that memory is read in long contiguous runs (as
+``numpy.sum`` reads it): a *block* is a group of whole rows (about 16k pixels, finished
+together), a *sub-block* a group of rows whose *chunks* -- 32 consecutive channels -- take about
+512 KiB. Each chunk is copied once from the cube into a scratch whose rows are padded to a
+multiple of 64 pixels; everything else happens there.
 
-Per chunk. Blanks are removed in two ``fmin``/``fmax`` passes (``NaN -> 0``; with a threshold,
-``fmax(I, t-) -> keep = (I >= t) -> I * keep``); a running ``fmax`` gives the maximum (and tells
-a blank spectrum: its maximum stays NaN). The chunk's sums ``sum I dv (v - r)^j``, ``j = 0..2``,
-about the chunk's own centre ``r`` are float32 BLAS matrix-vector products: the terms are small
-(``|v - r|`` is at most 8 channels) and the chunk short, so each partial sum carries only
-float32 rounding. The partials of all chunks are combined in float64 about ``ref = mean(v)``
-(``S1 = sum_k C1 + r_k C0``, ``S2 = sum_k C2 + 2 r_k C1 + r_k^2 C0``), and ``M2 = S2/S0 -
-(S1/S0)^2`` is formed in float64, so the cancellation of a line far from the band centre (or at
-10,000 km/s) costs nothing: ``M0``, ``M1`` and ``M2`` are within a few float32 roundings of the
-exact values for any line position (the relative error of ``M2`` grows like ``(1 + 2h/sigma)^2``
-with the chunk half-width ``h``, 8 channels, for lines narrower than that).
+Per chunk. Extrema: a running ``fmax`` / ``fmin`` reduction (NaN-aware; a spectrum that stays NaN
+is blank). When the maximum is only needed to tell blank spectra, after the first chunk only the
+pixels still NaN are followed (when they are few). Blanks: until a chunk of the sub-block shows
+one (the NaN-propagating ``maximum`` reduction says so), chunks are summed as they are; after that
+``NaN -> 0`` by ``fmax(I, fmin(I, 0))`` (two passes, no mask). With a threshold:
+``I -> fmax(I, t-)`` (NaN, -inf and everything below t become t-, the value just below t),
+``keep = (I >= t)``, ``I -> I*keep``. Sums: ``sum I u^j dv`` (``u = v - mean(v)``, ``j <= 2``)
+are BLAS matrix-vector products over the chunk, added up over the chunks in float64. Order 8 or
+10 alone is one reduction pass straight from the cube (no copy).
 
-Orders 3-5 take a second, centred pass over the block (still in the last-level cache):
-``sum I dv (v - M1)^k``, ``k = 2..5``, per pixel, in float32 per chunk and float64 across chunks.
-Order 6 adds ``sum I^2 dv`` and the kept weight ``sum dv`` (from a 0/1 keep mask).
+Numerics. Orders 1-5 are ratios of sums that can cancel (``M1`` of a coordinate near 0, ``mu_3``
+and ``mu_5`` of a symmetric line, noise): their sums are float64 (the chunk is converted), like the
+GPU reference kernel, which must agree with this one to ``PARITY_TOLERANCE`` (also checked when a
+GPU backend starts). ``M2 = S2/S0 - (S1/S0)^2`` on the centred coordinates keeps the digits of a
+line at 10,000 km/s. Orders 3-5 take a second, centred pass over the block (still in the
+last-level cache): ``sum I (u - s1/s0)^k dv``, ``k = 2..5``, float64. Order 0 without orders 1-5
+(and order 6) is summed in the data type (float32) per chunk and in float64 across chunks: within
+float32 rounding of ``sum |I| dv``; a pixel whose chunk sums cancel (``sum_k |C_k| > 150 |M0|``,
+noise summing to nearly 0) is recomputed exactly. So are pixels with an infinite voxel or an
+overflowing sum (non-finite sums or extrema): a float64 computation of that spectrum alone.
 
-Rare cases are recomputed exactly, per pixel, in float64: a pixel whose sums are not finite
-(an infinite voxel, or overflow) -- or, if some ``dv`` is 0 (BLAS may skip those), whose running
-maximum or minimum is infinite. The decision and the recomputation depend only on the pixel's
-own spectrum.
+Speed (this 2-core VM, 512 x 512 x 256 float32 with 1% blank voxels, best of 7 against one
+``numpy.sum`` over the same in-memory cube, busy machine): order 8 about 1.05x, order 0 about
+3.4x, order 1 about 4.8x, order 2 about 5.4x, orders 0, 1, 2, 8 together about 5.7x. The float64
+conversion and products of orders 1-2 cost about 2x on top of the read (1x), the blank cleaning
+and the extrema (about 1.5x together); float32 products would save about 15% but cannot hold the
+parity tolerance for ``M1`` near 0 or ``M3``-``M5`` near 0. Memory: the scratch chunks and the
+chunk sums of one block (a few MiB), never a copy of the cube.
 
-Ill-conditioned pixels. Where ``|M0|`` is small against ``sum |I| dv`` (noise that sums to
-nearly zero), orders 1-5 divide by a cancelled sum: they are meaningless at any precision, and
-this float32-sum kernel and the float64 GPU kernel can differ there by far more than float32
-rounding.
-
-Speed (2-core CPU, 512 x 512 x 256 float32, about 1% blank voxels): about 1.4x the time of one
-``numpy.sum`` over the same in-memory cube for order 8, 2.3x for order 0, 3x for orders 0, 1,
-2, 8 together, single-threaded; see ``bench/``. Memory: the scratch chunks and the per-block
-partials (about 3/16 of a block's data), never a copy of the cube.
-
-Chunking. Every per-pixel result depends only on that pixel's spectrum and on ``(nz, nx)`` and
-the data type (which fix the chunking and the padding), so calling the function on y-slabs gives
-bit-identical results to one call on the whole cube: the dispatcher can run slabs in parallel.
+Chunking. Every per-pixel result depends only on that pixel's spectrum and on ``(nz, nx)``, the
+data type and the options (which fix the chunking and the padding: BLAS calls start at offsets
+that are multiples of 64 pixels, on page-aligned buffers), so calling the function on y-slabs
+gives bit-identical results to one call on the whole cube: the dispatcher can run slabs in
+parallel.
 """
 
 from __future__ import annotations
@@ -77,13 +77,14 @@ _Array = np.ndarray
 #: Moment orders of the API reference.
 SUPPORTED_ORDERS: frozenset[int] = frozenset({0, 1, 2, 3, 4, 5, 6, 8, 10})
 
-#: Channels per chunk (the half-width of a chunk bounds the error of M2 for narrow lines).
-_CHUNK = 16
+#: Channels per chunk.
+_CHUNK = 32
 
-#: Bytes of one chunk (channels x sub-block pixels, working type): two of them stay in L2.
-_CHUNK_BYTES = 1 << 18
+#: Bytes of one chunk in the data type (channels x sub-block pixels): the chunk and its
+#: temporaries stay in L2 or close; larger chunks mean fewer NumPy/BLAS calls.
+_CHUNK_BYTES = 1 << 19
 
-#: Pixels finished together (a block: whole sub-blocks), and the bytes of its chunk partials.
+#: Pixels finished together (a block of whole sub-blocks), and the bytes of its chunk sums.
 _BLOCK_PIXELS = 1 << 14
 _PART_BYTES = 1 << 22
 
@@ -91,9 +92,8 @@ _PART_BYTES = 1 << 22
 _ROW_ALIGN = 64
 _BUF_ALIGN = 4096
 
-#: Pixels with ``sum_k |C0_k| > _COND * |sum I dv|`` (chunk sums ``C0_k``) are recomputed exactly:
-#: their float32 sums are too cancelled. ``sum_k |C0_k|`` underestimates ``sum |I| dv`` (by about
-#: 4 for noise), so this catches ``sum |I| dv`` above about 600-1000 ``|sum I dv|``.
+#: Order 0 without orders 1-5 is summed in float32: pixels with ``sum_k |C_k| > _COND * |M0|``
+#: (``C_k`` the chunk sums, a lower bound of ``sum |I| dv``) are recomputed in float64.
 _COND = 150.0
 
 #: Relative variance floor: |var| <= _VAR_FLOOR * max|u|^2 counts as zero (rounding level).
@@ -168,9 +168,7 @@ class _Plan:
         o = set(p.orders)
         self.p, self.nx = p, nx
         self.dt = np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
-        self.s0 = bool(o & {0, 1, 2, 3, 4, 5})
-        self.s1 = bool(o & {1, 2, 3, 4, 5})
-        self.s2 = 2 in o
+        self.nrow = 3 if 2 in o else 2 if o & {1, 3, 4, 5} else 1 if 0 in o else 0  # sum I u^j dv, j < nrow
         self.cen = max((k for k in o if 3 <= k <= 5), default=0)  # highest central power needed
         self.sq = 6 in o
         self.thr = p.threshold is not None
@@ -179,28 +177,30 @@ class _Plan:
         # may skip a zero weight
         self.mx = 8 in o or not self.thr
         self.mn = 10 in o or (zero_w and not self.thr)
-        self.sums = self.s0 or self.sq or (self.thr and self.mn)  # the cleaned chunk is needed
-        self.kw = self.sq or (self.thr and not (self.mx or self.mn))  # kept weight (or count)
-        self.count = zero_w  # kept count instead of kept weight for telling blank spectra
-        self.nrow = int(self.s0) + int(self.s1) + int(self.s2)
+        self.blank_only = not self.thr and 8 not in o and not zero_w  # the maximum only tells blanks
+        self.sums = bool(self.nrow) or self.sq or (self.thr and self.mn)  # the cleaned chunk is needed
+        # with a threshold > 0, every kept voxel is > 0: a spectrum has none iff sum I dv == 0
+        # (all dv > 0); otherwise, without extrema, the kept weight (or count) tells
+        self.by_s0 = self.thr and self.nrow > 0 and float(p.threshold) > 0 and not zero_w
+        self.kw = self.sq or (self.thr and not (self.mx or self.mn or self.by_s0))
+        self.count = zero_w and not self.sq  # kept count instead of weight (telling blank spectra)
+        # orders 1-5 (ratios of sums that can cancel, as the GPU reference does) take float64
+        # sums; order 0 alone takes sums in the data type (float32), with a cancellation check
+        self.sdt = np.dtype(np.float64) if self.nrow > 1 else self.dt
+        self.proxy = self.nrow == 1 and self.sdt != np.float64 and not (self.thr and float(p.threshold) >= 0)
         c = min(_CHUNK, nz)
-        self.chunks: list[tuple[int, int, NDArray, float]] = []
-        for z0 in range(0, nz, c):
-            z1 = min(nz, z0 + c)
-            uk, wk = p.u[z0:z1], p.w[z0:z1]
-            d = uk - np.mean(uk)
-            rows = np.array([wk, wk * d, wk * d * d][: self.nrow], dtype=self.dt).reshape(self.nrow, z1 - z0)
-            self.chunks.append((z0, z1, rows, float(np.sum(wk))))
-        self.r = np.array([float(np.mean(p.u[z0:z1])) for z0, z1, _, _ in self.chunks])
-        # "zero" variance: below the rounding of the chunk sums, |d| <= h about |r| <= rmax
-        h = max(float(np.max(np.abs(p.u[z0:z1] - r))) for (z0, z1, _, _), r in zip(self.chunks, self.r, strict=True))
-        rmax = float(np.max(np.abs(self.r)))
-        self.var_floor = max(p.var_floor, 16.0 * float(np.finfo(self.dt).eps) * h * (h + 2.0 * rmax))
         self.c = c
+        self.chunks = [(z0, min(nz, z0 + c)) for z0 in range(0, nz, c)]
+        rows = np.array([p.w, p.w * p.u, p.w * p.u * p.u][: self.nrow], dtype=self.sdt).reshape(self.nrow, nz)
+        self.rows = [rows[:, z0:z1] for z0, z1 in self.chunks]  # weight rows per chunk
+        # rows of the block sums: sum I u^j dv (j < nrow), sum_k |C_k|, kept weight, sum I^2 dv
+        names = [f"s{j}" for j in range(self.nrow)] + ["abs"] * self.proxy + ["kw"] * self.kw + ["sq"] * self.sq
+        self.at = {name: i for i, name in enumerate(names)}
         self.w = p.w.astype(self.dt)
+        self.w_s = p.w.astype(self.sdt)
         self.nxp = -(-nx // _ROW_ALIGN) * _ROW_ALIGN
         self.sub_rows = max(1, _CHUNK_BYTES // (c * self.dt.itemsize * self.nxp))  # rows per sub-block
-        block = min(_BLOCK_PIXELS, _PART_BYTES // (4 * len(self.chunks) * self.dt.itemsize))
+        block = min(_BLOCK_PIXELS, _PART_BYTES // (max(len(self.at), 1) * len(self.chunks) * self.sdt.itemsize))
         self.block_rows = self.sub_rows * max(1, block // (self.sub_rows * self.nxp))
         self.npix = self.block_rows * self.nxp
         if self.thr:  # smallest value of the working type >= threshold, and the one below it
@@ -209,28 +209,56 @@ class _Plan:
             self.t_below = np.nextafter(self.t, np.array(-np.inf, self.dt))
 
 
+class _ChunkViews(NamedTuple):
+    """Scratch views of one chunk for a sub-block of ``r`` rows (built once per shape)."""
+
+    copy: NDArray  # (cz, r, nx) view of the chunk, the copy's target
+    b: NDArray  # (cz, m) the chunk, data type
+    b64: NDArray  # (cz, m) its float64 copy
+    t: NDArray  # (cz, m) temporary / keep mask (threshold)
+    k: NDArray  # (cz, m) keep mask (order 6) / 0/0 temporary
+    zero: NDArray  # (cz, m) zeros, or t- (threshold)
+    hi: NDArray | None  # (cz, m) t (threshold)
+
+
 class _Work:
     """Scratch buffers (reused across blocks)."""
 
     def __init__(self, q: _Plan) -> None:
-        c, n, dt, nk = q.c, q.npix, q.dt, len(q.chunks)
-        m = q.sub_rows * q.nxp  # pixels of a sub-block
+        c, n, dt = q.c, q.npix, q.dt
+        m = q.sub_rows * q.nxp if q.sums else 0  # pixels of a sub-block (no chunk copies for 8, 10)
         self.b = _aligned((c, m), dt)  # the cleaned chunk; row padding stays 0
-        self.t = _aligned((c, m), dt)  # keep mask / temporary / centred offsets
-        self.k = _aligned((c, m), dt)  # products (orders 3-5)
-        self.zero = _aligned((c, m), dt)
-        if q.thr:
-            self.lo = _aligned((c, m), dt, q.t_below)
-            self.hi = _aligned((c, m), dt, q.t)
+        self.b64 = _aligned((c, m), np.float64, None) if q.sdt != dt or q.cen else self.b
+        self.t = _aligned((c, m), dt, None)
+        self.k = _aligned((c, m), dt, None)
+        self.zero = _aligned((c, m), dt, q.t_below if q.thr else 0.0)
+        self.hi = _aligned((c, m), dt, q.t) if q.thr else None
         self.red = _aligned((n,), dt, None)  # per-chunk reduction
         self.mx = _aligned((n,), dt, None) if q.mx else None
         self.mn = _aligned((n,), dt, None) if q.mn else None
-        self.part = _aligned((q.nrow, nk, n), dt, None) if q.nrow else None  # chunk partials
-        self.part64 = _aligned((nk, n), np.float64, None) if q.nrow > 1 else None
-        self.sq = _aligned((nk, n), dt, None) if q.sq else None
-        self.kw = _aligned((nk, n), dt, None) if q.kw else None
-        self.cenp = _aligned((max(q.cen - 1, 0), n), dt, None) if q.cen else None
+        self.part = _aligned((len(q.at), len(q.chunks), n), q.sdt, None)  # chunk sums
+        self.d = _aligned((c, m), np.float64, None) if q.cen else None  # u - M1 (orders 3-5)
+        self.row64 = _aligned((m,), np.float64, None)
         self.ones = np.ones(c, dtype=dt)
+        self.views: dict[int, list[_ChunkViews]] = {}
+
+    def chunk_views(self, q: _Plan, r: int) -> list[_ChunkViews]:
+        """Per-chunk scratch views for sub-blocks of ``r`` rows (cached)."""
+        if r not in self.views:
+            m = r * q.nxp
+            self.views[r] = [
+                _ChunkViews(
+                    _views(q, self.b, z1 - z0, r),
+                    self.b[: z1 - z0, :m],
+                    self.b64[: z1 - z0, :m],
+                    self.t[: z1 - z0, :m],
+                    self.k[: z1 - z0, :m],
+                    self.zero[: z1 - z0, :m],
+                    self.hi[: z1 - z0, :m] if self.hi is not None else None,
+                )
+                for z0, z1 in q.chunks
+            ]
+        return self.views[r]
 
 
 def _views(q: _Plan, a: NDArray, lead: int, r: int) -> NDArray:
@@ -251,136 +279,146 @@ def _extrema_only(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int) -> None:
     """Running maximum / minimum straight from the cube (no copy, no cleaning): orders 8, 10."""
     r = y1 - y0
     red = _views(q, wk.red[None], 1, r)[0]
-    for i, (z0, z1, _, _) in enumerate(q.chunks):
+    for i, (z0, z1) in enumerate(q.chunks):
         src = cube[z0:z1, y0:y1, :]
         for op, acc in ((np.fmax, wk.mx), (np.fmin, wk.mn)):
             if acc is not None:
                 _reduce_into(op, src, _views(q, acc[None], 1, r)[0], red, i == 0)
 
 
-def _sub_block(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int, off: int) -> None:
-    """Chunk partial sums, running extrema, kept weights and squares of rows ``y0:y1``, stored
-    at pixel offset ``off`` of the block buffers.
+class _RowState:
+    """Blank bookkeeping of the sub-block being summed (no threshold): has a chunk shown a blank
+    yet, and -- when the maximum is wanted only to tell blank spectra -- the few pixels still
+    without a finite value (None: keep the full running maximum)."""
 
-    Each chunk is copied once from memory into the padded scratch, where the rest happens.
-    Without a threshold the first chunk of the sub-block is reduced with the NaN-propagating
-    ``maximum``: if no pixel comes out NaN the chunk has no blank and is summed as it is; after
-    the first chunk with a blank, ``fmax`` gives the maximum and each chunk is cleaned, ``NaN -> 0``
-    by ``fmax(I, fmin(I, 0))``. With a threshold: ``I -> fmax(I, t-)`` (NaN, -inf and everything
-    below t become t-, exactly), ``keep = I >= t``, ``I -> I * keep``."""
-    r = y1 - y0
-    n = r * q.nxp
-    px = slice(off, off + n)
-    red = wk.red[:n]
-    mx = wk.mx[px] if wk.mx is not None else None
-    mn = wk.mn[px] if wk.mn is not None else None
-    dirty = False
-    for i, (z0, z1, rows, wsum) in enumerate(q.chunks):
-        cz, first = z1 - z0, i == 0
-        b = wk.b[:cz, :n]
-        np.copyto(_views(q, wk.b, cz, r), cube[z0:z1, y0:y1, :], casting="same_kind")
-        keep = None
-        if not q.thr:
-            if not dirty:
+    def __init__(self) -> None:
+        self.dirty = False
+        self.cand: NDArray[np.intp] | None = None
+
+
+def _clean(
+    q: _Plan,
+    wk: _Work,
+    v: _ChunkViews,
+    mx: NDArray | None,
+    mn: NDArray | None,
+    first: bool,
+    st: _RowState,
+    want_keep: bool,
+) -> NDArray | None:
+    """Zero the excluded voxels of the loaded chunk ``v.b`` in place, updating the running
+    extrema (unless ``mx`` and ``mn`` are None); return the 0/1 keep mask if ``want_keep``
+    (always with a threshold).
+
+    Without a threshold, until a chunk has shown a blank, the chunk is first reduced with the
+    NaN-propagating ``maximum``: if no pixel comes out NaN it has no blank and stays as it is;
+    otherwise ``fmax`` gives the maximum and ``NaN -> 0`` by ``fmax(I, fmin(I, 0))``. If the
+    maximum only tells blank spectra (order 8 not asked, all ``dv > 0``), once the first chunk has
+    given each pixel its maximum only the pixels still NaN are followed, when they are few. With a
+    threshold: ``I -> fmax(I, t-)`` (NaN, -inf and everything below t become t-, exactly),
+    ``keep = I >= t``, ``I -> I * keep``."""
+    b, red = v.b, wk.red[: v.b.shape[1]]
+    keep = None
+    if not q.thr:
+        if mx is None:
+            st.dirty = True
+        elif st.cand is not None and st.dirty:
+            if st.cand.size:  # only pixels that are all blank so far
+                got = np.fmax.reduce(b[:, st.cand], axis=0)
+                np.fmax(mx[st.cand], got, out=got)
+                mx[st.cand] = got
+                st.cand = st.cand[np.isnan(got)]
+        else:
+            if not st.dirty:
                 np.maximum.reduce(b, axis=0, out=red)
-                dirty = bool(np.isnan(red).any())
-            if dirty:
+                st.dirty = bool(np.isnan(red).any())
+            if st.dirty:
                 np.fmax.reduce(b, axis=0, out=red)
             if first:
                 np.copyto(mx, red)
+                if q.blank_only:
+                    cand = np.flatnonzero(np.isnan(mx))
+                    st.cand = cand if cand.size <= mx.size // 32 else None
             else:
                 np.fmax(mx, red, out=mx)
-            if mn is not None:
-                _reduce_into(np.fmin, b, mn, red, first)
-            if dirty:
-                if q.kw:
-                    keep = wk.k[:cz, :n]
-                    np.isfinite(b, out=keep, casting="unsafe")
-                t = wk.t[:cz, :n]
-                np.fmin(b, wk.zero[:cz, :n], out=t)  # min(I, 0), NaN -> 0
-                np.fmax(b, t, out=b)  # I, NaN -> 0
-        else:
-            np.fmax(b, wk.lo[:cz, :n], out=b)
-            if mx is not None:
-                _reduce_into(np.fmax, b, mx, red, first)
-            keep = wk.k[:cz, :n]
-            np.greater_equal(b, wk.hi[:cz, :n], out=keep, casting="unsafe")
-            if mn is not None:  # excluded -> NaN (0/0), which fmin ignores
-                t = wk.t[:cz, :n]
-                np.divide(keep, keep, out=t)
-                np.multiply(t, b, out=t)
-                _reduce_into(np.fmin, t, mn, red, first)
-            np.multiply(b, keep, out=b)
+        if mn is not None:
+            _reduce_into(np.fmin, b, mn, red, first)
+        if st.dirty:
+            if want_keep:
+                keep = v.k
+                np.isfinite(b, out=keep, casting="unsafe")
+            np.fmin(b, v.zero, out=v.t)  # min(I, 0), NaN -> 0
+            np.fmax(b, v.t, out=b)  # I, NaN -> 0
+        return keep
+    np.fmax(b, v.zero, out=b)  # (v.zero holds t- here)
+    if mx is not None:
+        _reduce_into(np.fmax, b, mx, red, first)
+    keep = v.t
+    np.greater_equal(b, v.hi, out=keep, casting="unsafe")
+    if mn is not None:  # excluded -> NaN (0/0), which fmin ignores
+        np.divide(keep, keep, out=v.k)
+        np.multiply(v.k, b, out=v.k)
+        _reduce_into(np.fmin, v.k, mn, red, first)
+    np.multiply(b, keep, out=b)
+    return keep
+
+
+def _sub_block(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int, off: int) -> None:
+    """Chunk sums, running extrema and kept weights of rows ``y0:y1``, into the block buffers at
+    pixel offset ``off``: each chunk is copied once from memory into the padded scratch, cleaned
+    there, converted to the sum type and summed by BLAS matrix-vector products."""
+    r = y1 - y0
+    m = r * q.nxp
+    px = slice(off, off + m)
+    mx = wk.mx[px] if wk.mx is not None else None
+    mn = wk.mn[px] if wk.mn is not None else None
+    part, red = wk.part[:, :, px], wk.red[:m]
+    src = cube[:, y0:y1, :]
+    st = _RowState()
+    for i, ((z0, z1), rows, v) in enumerate(zip(q.chunks, q.rows, wk.chunk_views(q, r), strict=True)):
+        np.copyto(v.copy, src[z0:z1], casting="same_kind")
+        keep = _clean(q, wk, v, mx, mn, i == 0, st, q.kw)
+        b = v.b
+        if q.sdt != q.dt and (q.nrow or q.sq):
+            b = v.b64
+            np.copyto(b, v.b)
         for j in range(q.nrow):
-            np.dot(rows[j], b, out=wk.part[j, i, px])
-        wz = q.w[z0:z1]
-        if wk.kw is not None:
+            np.dot(rows[j], b, out=part[j, i])
+        if q.proxy:
+            np.abs(part[0, i], out=part[q.at["abs"], i])
+        if q.kw:
+            wz = wk.ones[: z1 - z0] if q.count else q.w[z0:z1]
             if keep is None:
-                wk.kw[i, px] = wsum
+                part[q.at["kw"], i] = float(np.sum(wz, dtype=np.float64))
             else:
-                np.dot(wk.ones[:cz] if q.count and not q.sq else wz, keep, out=wk.kw[i, px])
-        if wk.sq is not None:
-            t = wk.t[:cz, :n]
-            np.multiply(b, b, out=t)
-            np.dot(wz, t, out=wk.sq[i, px])
-
-
-def _combine(q: _Plan, wk: _Work, n: int) -> dict[str, NDArray[np.float64]]:
-    """Float64 sums of a block from the chunk partials ``C_j`` (``s1``, ``s2`` about ``ref``:
-    ``S1 = sum_k C1 + r_k C0``, ``S2 = sum_k C2 + 2 r_k C1 + r_k^2 C0``), and ``sum_k |C0_k|``, a
-    cheap lower bound of ``sum |I| dv``."""
-    out: dict[str, NDArray[np.float64]] = {}
-    if q.nrow:
-        part = wk.part[:, :, :n]
-        out["s0"] = np.add.reduce(part[0], axis=0, dtype=np.float64)
-        out["abs"] = np.add.reduce(np.abs(part[0]), axis=0, dtype=np.float64)
-        if q.s1:
-            c64 = wk.part64[:, :n]
-            np.copyto(c64, part[0])
-            out["s1"] = np.add.reduce(part[1], axis=0, dtype=np.float64)
-            out["s1"] += np.dot(q.r, c64)
-            if q.s2:
-                s2 = out["s2"] = np.add.reduce(part[2], axis=0, dtype=np.float64)
-                s2 += np.dot(q.r * q.r, c64)
-                np.copyto(c64, part[1])
-                s2 += np.dot(2.0 * q.r, c64)
-    for name, arr in (("sq", wk.sq), ("kw", wk.kw)):
-        if arr is not None:
-            out[name] = np.add.reduce(arr[:, :n], axis=0, dtype=np.float64)
-    return out
+                np.dot(wz, keep, out=red)
+                np.copyto(part[q.at["kw"], i], red)
+        if q.sq:
+            np.multiply(b, b, out=b)
+            np.dot(q.w_s[z0:z1], b, out=part[q.at["sq"], i])
 
 
 def _centred_pass(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int, m1u: NDArray[np.float64]) -> list[NDArray]:
-    """``sum I dv (u - m1u)^k``, ``k = 2..q.cen``, per pixel (float32 per chunk, float64 total)."""
+    """``sum I dv (u - m1u)^k``, ``k = 2..q.cen``, per pixel, in float64."""
     n = (y1 - y0) * q.nxp
     acc = [np.zeros(n) for _ in range(q.cen - 1)]
-    m32 = m1u.astype(q.dt)
-    u32 = q.p.u.astype(q.dt)[:, None]
     for ys in range(y0, y1, q.sub_rows):
         ye = min(y1, ys + q.sub_rows)
         r = ye - ys
         m = r * q.nxp
         px = slice((ys - y0) * q.nxp, (ye - y0) * q.nxp)
-        for z0, z1, _, _ in q.chunks:
-            cz = z1 - z0
-            b = wk.b[:cz, :m]
-            np.copyto(_views(q, wk.b, cz, r), cube[z0:z1, ys:ye, :], casting="same_kind")
-            t = wk.t[:cz, :m]
-            if not q.thr:
-                np.fmin(b, wk.zero[:cz, :m], out=t)
-                np.fmax(b, t, out=b)
-            else:
-                np.fmax(b, wk.lo[:cz, :m], out=b)
-                np.greater_equal(b, wk.hi[:cz, :m], out=t, casting="unsafe")
-                np.multiply(b, t, out=b)
-            d = wk.k[:cz, :m]
-            np.subtract(u32[z0:z1], m32[None, px], out=d)  # u - M1, small: float32 is fine
-            np.multiply(b, d, out=b)
-            wz = q.w[z0:z1]
+        src = cube[:, ys:ye, :]
+        for (z0, z1), v in zip(q.chunks, wk.chunk_views(q, r), strict=True):
+            np.copyto(v.copy, src[z0:z1], casting="same_kind")
+            _clean(q, wk, v, None, None, False, _RowState(), False)
+            b64, d, t = v.b64, wk.d[: z1 - z0, :m], wk.row64[:m]
+            np.copyto(b64, v.b)
+            np.subtract(q.p.u[z0:z1, None], m1u[None, px], out=d)
+            np.multiply(b64, d, out=b64)
             for k in range(2, q.cen + 1):
-                np.multiply(b, d, out=b)
-                np.dot(wz, b, out=wk.cenp[k - 2, :m])
-                acc[k - 2][px] += wk.cenp[k - 2, :m]
+                np.multiply(b64, d, out=b64)
+                np.dot(q.p.w[z0:z1], b64, out=t)
+                acc[k - 2][px] += t
     return acc
 
 
@@ -426,10 +464,9 @@ def _block(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int, out: dict[int, 
     if q.sums:
         for ys in range(y0, y1, q.sub_rows):
             _sub_block(cube, q, wk, ys, min(y1, ys + q.sub_rows), (ys - y0) * q.nxp)
-        s = _combine(q, wk, n)
     else:
         _extrema_only(cube, q, wk, y0, y1)
-        s = {}
+    acc = np.add.reduce(wk.part[:, :, :n], axis=1, dtype=np.float64)  # float64 block sums
 
     def view(a: NDArray) -> NDArray:
         return a[:n].reshape(r, q.nxp)[:, :nx]
@@ -441,34 +478,32 @@ def _block(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int, out: dict[int, 
         none = ~(wk.mx[:n] >= q.t)
     elif q.mn:
         none = np.isnan(wk.mn[:n])
+    elif q.by_s0:
+        none = acc[0] == 0
     else:
-        none = s["kw"] == 0
+        none = acc[q.at["kw"]] == 0
     # pixels recomputed exactly: non-finite sums or extrema (an infinite voxel, overflow), and
-    # sums cancelled far below the float32 rounding of their terms
-    fix = np.zeros(n, dtype=bool)
-    if s:
-        fix |= ~np.isfinite(sum(v for name, v in s.items() if name != "kw"))
+    # float32 sums cancelled far below the rounding of their terms
+    fix = ~np.isfinite(acc.sum(axis=0)) if len(acc) else np.zeros(n, dtype=bool)
+    if q.proxy:
+        fix |= acc[q.at["abs"]] > _COND * np.abs(acc[0])
     for e in (wk.mx, wk.mn):
         if e is not None:
             fix |= np.isinf(e[:n])
     dest = {k: out[k][y0:y1] for k in o}
-    if q.s0:
-        s0 = s["s0"]
-        a0 = np.abs(s0)
-        fix |= s["abs"] > _COND * a0
-        bad = view(none | ~(a0 > 0))  # (inf is fixed anyway)
+    if q.nrow:
+        s0 = acc[0]
+        bad = view(none | (s0 == 0) | ~np.isfinite(s0))
         if 0 in o:
             dest[0][...] = view(s0)
-    if q.s1:
-        m1u = s["s1"]
-        m1u /= s0
+    if q.nrow > 1:
+        m1u = acc[1] / s0
         if 1 in o:
             np.add(view(m1u), p.ref, out=dest[1], casting="same_kind")
-    if q.s2:
-        var = s["s2"]
-        var /= s0
+    if q.nrow > 2:
+        var = acc[2] / s0
         var -= m1u * m1u
-        np.copyto(var, 0.0, where=np.abs(var) <= q.var_floor)
+        np.copyto(var, 0.0, where=np.abs(var) <= p.var_floor)
         dest[2][...] = view(var)
     if q.cen:
         cen = _centred_pass(cube, q, wk, y0, y1, np.where(np.isfinite(m1u), m1u, 0.0))
@@ -480,7 +515,7 @@ def _block(cube: NDArray, q: _Plan, wk: _Work, y0: int, y1: int, out: dict[int, 
                 dest[k][...] = view(cen[k - 2] / s0 / sig**k - (3.0 if k == 4 else 0.0))
                 np.copyto(dest[k], np.nan, where=bad3)
     if q.sq:
-        dest[6][...] = view(np.sqrt(s["sq"] / s["kw"]))
+        dest[6][...] = view(np.sqrt(acc[q.at["sq"]] / acc[q.at["kw"]]))
     if 8 in o:
         dest[8][...] = view(wk.mx)
     if 10 in o:

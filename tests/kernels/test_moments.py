@@ -108,6 +108,19 @@ def test_high_velocity_keeps_its_digits() -> None:
     assert abs(naive - exp[2]) / exp[2] > 1e-3
 
 
+def test_narrow_line_far_from_the_band_centre() -> None:
+    """A line 2 channels wide, 120 channels off the band centre: M2 = S2/S0 - M1^2 cancels by a
+    factor (120/2)^2 = 3600, still within float32 rounding (the sums are float64)."""
+    v = 1_500.0 + 5.0 * np.arange(512)
+    w = np.full(v.size, 5.0)
+    centre = v.mean() + 600.0
+    exp = _mixture([2.0], [centre], [10.0])
+    r = moment_maps(_line_cube(v, [2.0], [centre], [10.0]), v, w, orders=(0, 1, 2, 8))
+    np.testing.assert_allclose(r[0], exp[0], rtol=2e-6)
+    np.testing.assert_allclose(r[1], exp[1], rtol=1e-7)
+    np.testing.assert_allclose(r[2], exp[2], rtol=2e-6)
+
+
 def test_matches_bruteforce_reference_with_irregular_axis() -> None:
     rng = np.random.default_rng(7)
     nz, ny, nx = 40, 9, 11
@@ -210,6 +223,88 @@ def test_chunked_equals_whole_for_deep_cube_tiled_in_x() -> None:
         part = moment_maps(cube[:, a : a + 1], v, w, orders=(0, 1, 2, 8, 10))
         for k in part:
             np.testing.assert_array_equal(part[k], whole[k][a : a + 1])
+
+
+def test_many_blocks_against_bruteforce_and_chunked() -> None:
+    """A plane larger than one block (several blocks and sub-blocks, rows padded to 64 pixels):
+    every order against the float64 reference, and y-slabs cut across block boundaries."""
+    rng = np.random.default_rng(3)
+    nz, ny, nx = 40, 70, 300
+    v = np.linspace(-200.0, 200.0, nz)
+    w = np.full(nz, 400.0 / 39)
+    yy, xx = np.mgrid[:ny, :nx]
+    line = np.exp(-0.5 * ((v[:, None, None] - 2.0 * (xx - 150) / 3.0) / (20.0 + yy / 7.0)) ** 2)
+    cube = (line + rng.normal(0.0, 0.05, (nz, ny, nx))).astype(np.float32)
+    cube[rng.random(cube.shape) < 0.01] = np.nan
+    cube[:, 5:9, 40:60] = np.nan
+    for threshold in (None, 0.2):
+        whole = moment_maps(cube, v, w, orders=ALL, threshold=threshold)
+        ref = _reference(cube, v, w, threshold=threshold)
+        for k in ALL:
+            np.testing.assert_array_equal(np.isnan(whole[k]), np.isnan(ref[k]), err_msg=f"order {k}")
+            np.testing.assert_allclose(whole[k], ref[k], rtol=2e-5, atol=1e-5, err_msg=f"order {k}")
+        for a, b in ((0, 23), (23, 51), (51, 70)):
+            part = moment_maps(cube[:, a:b], v, w, orders=ALL, threshold=threshold)
+            for k in ALL:
+                np.testing.assert_array_equal(part[k], whole[k][a:b], err_msg=f"order {k} rows {a}:{b}")
+
+
+def test_order0_alone_is_float32_summed_and_cancelled_pixels_exact() -> None:
+    """Order 0 without orders 1-5 is summed in float32: within float32 rounding of sum |I| dv of
+    the float64 sum (order 0 with order 1); a pixel whose sum cancels is recomputed exactly."""
+    rng = np.random.default_rng(8)
+    nz, ny, nx = 256, 12, 70
+    v, w = np.arange(nz, dtype=np.float64), np.full(nz, 5.0)
+    cube = rng.normal(0.0, 1.0, (nz, ny, nx)).astype(np.float32)
+    cube[rng.random(cube.shape) < 0.01] = np.nan
+    cube[:, 3, 3] = np.where(np.arange(nz) % 2, 1.0, -1.0) * (1.0 + np.arange(nz) // 2)  # sum 0
+    cube[0, 4, 4] += np.float32(1e-3) - cube[:, 4, 4][np.isfinite(cube[:, 4, 4])].sum()  # sum 1e-3
+    alone = moment_maps(cube, v, w, orders=(0,))[0]
+    with_m1 = moment_maps(cube, v, w, orders=(0, 1))[0]
+    x = np.where(np.isfinite(cube), cube, 0.0).astype(np.float64)
+    exact = (x * 5.0).sum(0)
+    abs_sum = (np.abs(x) * 5.0).sum(0)
+    np.testing.assert_allclose(with_m1, exact, rtol=1e-6, atol=1e-6)
+    assert np.all(np.abs(alone - exact) <= 4 * np.finfo(np.float32).eps * abs_sum + 1e-6 * np.abs(exact))
+    assert alone[3, 3] == 0.0
+    np.testing.assert_allclose(alone[4, 4], exact[4, 4], rtol=1e-6)
+
+
+@pytest.mark.parametrize("threshold", [None, 0.5])
+def test_extrema_alone_read_straight_from_the_cube(threshold: float | None) -> None:
+    rng = np.random.default_rng(4)
+    nz, ny, nx = 33, 5, 70
+    cube = rng.normal(0.0, 1.0, (nz, ny, nx)).astype(np.float32)
+    cube[:, 0, 0] = np.nan  # blank
+    cube[3, 1, 1], cube[4, 1, 2] = np.inf, -np.inf  # excluded voxels
+    cube[:, 2, 3] = np.nan
+    cube[5, 2, 3] = -np.inf  # only -inf: blank
+    cube[:, 3, 4] = -2.0  # nothing at or above 0.5
+    v, w = np.arange(nz, dtype=np.float64), np.ones(nz)
+    ref = _reference(np.where(np.isinf(cube), np.nan, cube), v, w, threshold=threshold)
+    for orders in ((8,), (10,), (8, 10)):
+        r = moment_maps(cube, v, w, orders=orders, threshold=threshold)
+        for k in orders:
+            np.testing.assert_array_equal(r[k], ref[k].astype(np.float32), err_msg=f"order {k}")
+
+
+def test_threshold_at_or_below_zero_and_zero_widths() -> None:
+    """Kept weight / count paths: thresholds <= 0 (kept values may cancel) and zero widths."""
+    rng = np.random.default_rng(6)
+    nz, ny, nx = 30, 4, 9
+    v = np.linspace(-50.0, 50.0, nz)
+    w = np.full(nz, 100.0 / 29)
+    w[::4] = 0.0
+    cube = rng.normal(0.0, 1.0, (nz, ny, nx)).astype(np.float32)
+    cube[:, 0, 0] = -5.0  # nothing kept at any threshold below
+    cube[rng.random(cube.shape) < 0.05] = np.nan
+    for threshold in (-0.5, 0.0, 0.3):
+        for orders in ((0,), (1,), (0, 1, 2), (6,), ALL):
+            r = moment_maps(cube, v, w, orders=orders, threshold=threshold)
+            ref = _reference(cube, v, w, threshold=threshold)
+            for k in orders:
+                np.testing.assert_array_equal(np.isnan(r[k]), np.isnan(ref[k]), err_msg=f"order {k} t={threshold}")
+                np.testing.assert_allclose(r[k], ref[k], rtol=5e-5, atol=1e-5, err_msg=f"order {k} t={threshold}")
 
 
 def test_read_only_memmap_input_is_not_modified(tmp_path) -> None:
