@@ -67,3 +67,19 @@ def test_random_token_written_with_mode_0600(tmp_path: Path, capsys: pytest.Capt
 def test_health_has_request_id(client: TestClient) -> None:
     response = client.get("/v1/health")
     assert response.headers.get("X-Request-ID")
+
+
+def test_every_api_route_requires_the_token(client: TestClient) -> None:
+    """Every documented route but SAMP (loopback-only, token-free by design) answers 401 without the token."""
+    import re
+
+    checked = 0
+    for path, operations in client.app.openapi()["paths"].items():
+        if path.startswith("/v1/samp"):
+            continue
+        concrete = re.sub(r"\{[^}]+\}", "x", path)
+        for method in operations:
+            response = client.request(method.upper(), concrete, headers={"X-Visivo-Token": "wrong"}, json={})
+            assert response.status_code == 401, (method, path, response.status_code)
+            checked += 1
+    assert checked >= 45
