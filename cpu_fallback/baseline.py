@@ -175,22 +175,26 @@ def _t(c: np.ndarray, lf: np.ndarray) -> np.ndarray:
     return (2.0 * c - (lo + hi)) / (hi - lo) if hi > lo else np.zeros_like(c)
 
 
-def _cholesky_solve(g: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """Solve the SPD systems ``g[p] x[p] = r[p]`` (``(n, k, k)``, ``(n, k)``); NaN if singular."""
+def _cholesky_solve(g: np.ndarray, r: np.ndarray, xp=np) -> np.ndarray:
+    """Solve the SPD systems ``g[p] x[p] = r[p]`` (``(n, k, k)``, ``(n, k)``); NaN if singular.
+
+    ``xp`` is the array namespace (NumPy here; :mod:`gpu_kernels.baseline` passes CuPy), so both trees
+    run the same batched Cholesky, ``k`` small-array operations per step, no pixel loop.
+    """
     n, k = r.shape
-    low = np.zeros_like(g)
+    low = xp.zeros_like(g)
     with np.errstate(invalid="ignore", divide="ignore"):
         for j in range(k):
-            d = g[:, j, j] - np.sum(low[:, j, :j] ** 2, axis=1)
-            low[:, j, j] = np.sqrt(np.where(d > 0, d, np.nan))
+            d = g[:, j, j] - xp.sum(low[:, j, :j] ** 2, axis=1)
+            low[:, j, j] = xp.sqrt(xp.where(d > 0, d, xp.nan))
             for i in range(j + 1, k):
-                low[:, i, j] = (g[:, i, j] - np.sum(low[:, i, :j] * low[:, j, :j], axis=1)) / low[:, j, j]
-        z = np.empty((n, k))
+                low[:, i, j] = (g[:, i, j] - xp.sum(low[:, i, :j] * low[:, j, :j], axis=1)) / low[:, j, j]
+        z = xp.empty((n, k))
         for i in range(k):
-            z[:, i] = (r[:, i] - np.sum(low[:, i, :i] * z[:, :i], axis=1)) / low[:, i, i]
-        x = np.empty((n, k))
+            z[:, i] = (r[:, i] - xp.sum(low[:, i, :i] * z[:, :i], axis=1)) / low[:, i, i]
+        x = xp.empty((n, k))
         for i in range(k - 1, -1, -1):
-            x[:, i] = (z[:, i] - np.sum(low[:, i + 1 :, i] * x[:, i + 1 :], axis=1)) / low[:, i, i]
+            x[:, i] = (z[:, i] - xp.sum(low[:, i + 1 :, i] * x[:, i + 1 :], axis=1)) / low[:, i, i]
     return x
 
 

@@ -144,23 +144,13 @@ def _fit_block(y: Any, v: Any, method: str) -> Any:
 
 
 def _cholesky_solve(g: Any, r: Any) -> Any:
-    """Batched SPD solve ``g[p] x[p] = r[p]`` by Cholesky (NaN where not positive definite)."""
+    """Batched SPD solve ``g[p] x[p] = r[p]`` by Cholesky (NaN where not positive definite): the CPU
+    tree's own routine run on CuPy arrays, so both trees share one implementation."""
     import cupy as cp
 
-    n, k = r.shape
-    low = cp.zeros_like(g)
-    for j in range(k):
-        d = g[:, j, j] - cp.sum(low[:, j, :j] ** 2, axis=1)
-        low[:, j, j] = cp.sqrt(cp.where(d > 0, d, cp.nan))
-        for i in range(j + 1, k):
-            low[:, i, j] = (g[:, i, j] - cp.sum(low[:, i, :j] * low[:, j, :j], axis=1)) / low[:, j, j]
-    z = cp.empty((n, k))
-    for i in range(k):
-        z[:, i] = (r[:, i] - cp.sum(low[:, i, :i] * z[:, :i], axis=1)) / low[:, i, i]
-    x = cp.empty((n, k))
-    for i in range(k - 1, -1, -1):
-        x[:, i] = (z[:, i] - cp.sum(low[:, i + 1 :, i] * x[:, i + 1 :], axis=1)) / low[:, i, i]
-    return x
+    from cpu_fallback.baseline import _cholesky_solve as shared
+
+    return shared(g, r, xp=cp)
 
 
 def _median_rows(s: Any, n: Any) -> Any:

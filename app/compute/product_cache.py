@@ -34,6 +34,11 @@ class ProductCache:
             self.misses += 1
             return None
 
+    def __contains__(self, key: str) -> bool:
+        """Whether ``key`` is cached (no hit/miss counting, no LRU update)."""
+        with self._lock:
+            return key in self._items
+
     def put(self, key: str, value: Any) -> None:
         if self.capacity <= 0:
             return

@@ -118,7 +118,7 @@ async def run_sync(runtime: Runtime, op: Operation) -> dict[str, Any]:
 
 def start_task(runtime: Runtime, op: Operation) -> dict[str, Any]:
     """Queue the operation as an async task; the answer carries ``task_id``."""
-    cached = runtime.cache.get(op.key()) if op.cacheable else None
+    cached = op.cacheable and op.key() in runtime.cache
 
     async def work(record: TaskRecord) -> tuple[dict[str, Any], bool]:
         return await execute(runtime, op, progress=record.set_progress, cancel_event=record.cancel_event)
@@ -126,4 +126,4 @@ def start_task(runtime: Runtime, op: Operation) -> dict[str, Any]:
     record = runtime.tasks.create(op.name, work)
     described = runtime.tasks.describe(record)
     return ok(task_id=record.task_id, status=described["status"], operation=op.name,
-              cache_hit=cached is not None)
+              cache_hit=bool(cached))
