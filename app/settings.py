@@ -61,15 +61,34 @@ class Settings(BaseSettings):
     samp_hub_timeout_seconds: float = Field(5.0, gt=0, description="Timeout of one call to the SAMP hub.")
     samp_watch_seconds: float = Field(10.0, ge=0, description="Seconds between SAMP hub checks; 0 = off.")
     samp_require_token: bool = Field(False, description="Also require the token on SAMP routes (downloads excepted).")
+    memory_budget_mb: int | None = Field(
+        None, ge=16, description="Largest working memory one request may use (MiB); default a quarter of RAM."
+    )
+    max_response_mb: int = Field(64, ge=1, description="Largest JSON answer (MiB) of previews, sub-volumes, images.")
+    max_request_mb: int = Field(16, ge=1, description="Largest request body (MiB), checked before parsing.")
+    session_ttl_seconds: int = Field(
+        86_400, ge=0, description="Sessions idle this long expire with their datasets; 0 = never."
+    )
+    max_datasets_per_session: int = Field(64, ge=1, description="Open datasets one session may hold.")
+    gzip_cache_megabytes: int = Field(
+        4096, ge=0, description="On-disk cache of inflated .fits.gz files (MiB, LRU, under the output dir)."
+    )
+    max_inflated_megabytes: int = Field(
+        65_536, ge=1, description="Largest inflated size of a compressed FITS file accepted (MiB)."
+    )
+    cpu_threads: int | None = Field(None, ge=1, description="Threads of the compiled CPU kernels; default cores.")
+    samp_lockfile_dir: Path | None = Field(
+        None, description="Directory holding the SAMP hub lockfile '.samp' (default: SAMP_HUB or the home dir)."
+    )
     sesame_url: str = Field(
         "https://cds.unistra.fr/cgi-bin/nph-sesame,https://vizier.cfa.harvard.edu/viz-bin/nph-sesame",
         description="Sesame name-resolver base URLs, comma-separated mirrors; empty disables network lookups.",
     )
 
-    @field_validator("output_dir", "token_file", mode="after")
+    @field_validator("output_dir", "token_file", "samp_lockfile_dir", mode="after")
     @classmethod
-    def _expand(cls, value: Path) -> Path:
-        return Path(os.path.expanduser(str(value)))
+    def _expand(cls, value: Path | None) -> Path | None:
+        return None if value is None else Path(os.path.expanduser(str(value)))
 
     @cached_property
     def data_root_paths(self) -> tuple[Path, ...]:
@@ -87,3 +106,14 @@ class Settings(BaseSettings):
     def effective_linewidth_chunks(self) -> int:
         """Row chunks of a line-width computation: the explicit setting, else ``workers``."""
         return self.linewidth_chunks if self.linewidth_chunks is not None else self.workers
+
+    @property
+    def effective_memory_budget_bytes(self) -> int:
+        """Per-request memory budget in bytes: the explicit setting, else a quarter of physical RAM."""
+        if self.memory_budget_mb is not None:
+            return self.memory_budget_mb << 20
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            total = 8 << 30
+        return max(256 << 20, total // 4)
