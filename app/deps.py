@@ -1,15 +1,21 @@
-"""FastAPI dependencies shared by the routers."""
+"""FastAPI dependencies shared by the routers: the runtime and its parts, typed with ``Annotated``."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
+
+from fastapi import Depends, Request
 
 from app.runtime import Runtime
 from app.services.sessions import SESSION_HEADER, Dataset
 
 
 def get_runtime(request: Request) -> Runtime:
+    """The server's state, built once at start-up (:func:`app.runtime.build_runtime`)."""
     return request.app.state.runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 def session_id_of(request: Request) -> str | None:
@@ -19,6 +25,6 @@ def session_id_of(request: Request) -> str | None:
 
 
 def dataset_for(request: Request, dataset_id: str) -> Dataset:
-    """The dataset, if it belongs to the caller's session (404 otherwise)."""
+    """The dataset, if the caller may address it (404 otherwise)."""
     runtime = get_runtime(request)
     return runtime.sessions.dataset(dataset_id, session_id_of(request))

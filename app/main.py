@@ -17,18 +17,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.auth import require_token, resolve_token, write_token_file
 from app.errors import ApiError
+from app.operations.http import build_router
 from app.responses import SafeJSONResponse, failure
 from app.routers import (
     catalogue,
     cosmology,
-    cube,
     datasets,
     files,
     hips,
-    image,
     js9,
     meta,
-    products,
     resolve,
     samp,
     spectral,
@@ -42,8 +40,8 @@ log = logging.getLogger("visivo")
 
 #: Routers that require ``X-Visivo-Token`` (every one except SAMP).
 AUTHENTICATED_ROUTERS = [
-    meta.router, files.router, datasets.router, cube.router, products.router, spectral.router, tasks.router,
-    catalogue.router, vbt.router, image.router, cosmology.router, resolve.router, hips.router,
+    meta.router, files.router, datasets.router, spectral.router, tasks.router,
+    catalogue.router, vbt.router, cosmology.router, resolve.router, hips.router,
 ]
 
 
@@ -114,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in AUTHENTICATED_ROUTERS:
         app.include_router(router, dependencies=[Depends(require_token)])
+    app.include_router(build_router(), dependencies=[Depends(require_token)])  # every registered operation
     app.include_router(samp.router)  # token-free (a local SAMP hub calls it); answers loopback clients only
     app.include_router(js9.router)  # API routes check the token themselves; the /js9/ static viewer is token-free
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 
 
 def json_safe(value: Any) -> Any:
@@ -28,8 +30,15 @@ def json_safe(value: Any) -> Any:
 class SafeJSONResponse(JSONResponse):
     """``JSONResponse`` that renders NaN as ``null`` instead of raising (HTTP 500)."""
 
+    def __init__(self, content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None,
+                 media_type: str | None = None, background: BackgroundTask | None = None, *,
+                 already_safe: bool = False) -> None:
+        self._already_safe = already_safe
+        super().__init__(content, status_code, headers, media_type, background)
+
     def render(self, content: Any) -> bytes:
-        return json.dumps(json_safe(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        safe = content if getattr(self, "_already_safe", False) else json_safe(content)
+        return json.dumps(safe, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def ok(payload: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:

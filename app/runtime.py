@@ -12,6 +12,7 @@ from app.compute.dispatch import Dispatcher, JobContext
 from app.compute.product_cache import ProductCache
 from app.compute.residency import ResidentCubes
 from app.compute.slab_runner import upload_cube
+from app.services.js9.images import ImageCache
 from app.services.sessions import SessionRegistry
 from app.services.tasks import TaskRegistry
 from app.settings import Settings
@@ -29,8 +30,8 @@ class Runtime:
     cache: ProductCache = field(default_factory=lambda: ProductCache(64))
     tasks: TaskRegistry = field(default_factory=lambda: TaskRegistry(3600))
     residency: ResidentCubes = field(default_factory=lambda: ResidentCubes(lambda device: 0))
-    #: Last line-width result per dataset id (for ``GET /v1/spectral/linewidth/{dataset_id}``).
-    last_linewidth: dict[str, dict] = field(default_factory=dict)
+    #: FITS images opened by the JS9 tasks, kept between requests.
+    js9_images: ImageCache = field(default_factory=ImageCache)
     started_at: float = field(default_factory=time.time)
     version: str = VERSION
 

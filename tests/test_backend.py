@@ -28,11 +28,19 @@ def test_auto_falls_back_to_cpu_with_a_warning(caplog: pytest.LogCaptureFixture)
 
 
 def test_cpu_backend_uses_reference_kernels() -> None:
+    from app.compute.dispatch import JobContext
+    from app.operations import registry
+
+    moment, preview = registry.get("moment").capability, registry.get("preview").capability
     backend = Backend("cpu")
-    assert backend.kernels("moments").__name__ == "cpu_fallback.moments"
-    assert not backend.runs_on_gpu("moment")
+    ctx = JobContext(backend, None, 1 << 20, capability=moment)
+    assert ctx.kernels().__name__ == "cpu_fallback.moments"
+    assert ctx.kernels("casa_moments").__name__ == "cpu_fallback.casa_moments"
+    with pytest.raises(LookupError, match="not declared"):
+        ctx.kernels("pv")  # a module the operation's capability row does not declare
+    assert not backend.runs_on_gpu(moment)
     gpu = Backend("gpu")
-    assert gpu.runs_on_gpu("moment") and not gpu.runs_on_gpu("no-such-op")
+    assert gpu.runs_on_gpu(moment) and not gpu.runs_on_gpu(preview) and not gpu.runs_on_gpu(None)
 
 
 def test_selftest_compare_detects_mismatch() -> None:

@@ -10,7 +10,6 @@ import sys
 
 import pytest
 
-from app.compute.capabilities import CAPABILITIES
 from app.compute.contract import KERNEL_MODULES, PARITY_TOLERANCE
 
 
@@ -56,8 +55,10 @@ def test_cpu_fallback_never_imports_cupy() -> None:
 
 
 def test_capabilities_point_at_contract_modules() -> None:
-    for op, cap in CAPABILITIES.items():
-        assert cap.module in KERNEL_MODULES, op
+    from app.operations.registry import capability_table
+
+    for op, cap in capability_table().items():
+        assert set(cap.kernels) <= set(KERNEL_MODULES), op
         assert cap.tier in ("interactive", "heavy")
         if cap.gpu_kernel:
-            assert cap.module in PARITY_TOLERANCE, op
+            assert all(module in PARITY_TOLERANCE for module in cap.kernels), op

@@ -9,21 +9,19 @@
   kernel against the CPU reference on a tiny cube; on any failure fall back to
   the CPU with a logged warning.
 
-Operations without a GPU kernel (see :mod:`app.compute.capabilities`) run on the
+Operations without a GPU kernel (their capability row, :mod:`app.compute.capabilities`) run on the
 CPU on either backend, and the response says so (``computed_on``).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from app.compute.capabilities import CAPABILITIES
+from app.compute.capabilities import Capability
 
 log = logging.getLogger("visivo.compute")
 
@@ -63,15 +61,9 @@ class Backend:
     def is_gpu(self) -> bool:
         return self.name == "gpu"
 
-    def runs_on_gpu(self, operation: str) -> bool:
-        """True when ``operation`` has a GPU kernel and this backend is the GPU one."""
-        cap = CAPABILITIES.get(operation)
-        return self.is_gpu and cap is not None and cap.gpu_kernel
-
-    def kernels(self, module: str, operation: str | None = None) -> ModuleType:
-        """The kernel module for ``module`` from the tree that runs ``operation`` (default: ``module``)."""
-        tree = "gpu_kernels" if self.runs_on_gpu(operation or module) else "cpu_fallback"
-        return importlib.import_module(f"{tree}.{module}")
+    def runs_on_gpu(self, capability: Capability | None) -> bool:
+        """True when the operation of ``capability`` has a GPU kernel and this backend is the GPU one."""
+        return self.is_gpu and capability is not None and capability.gpu_kernel
 
     def device_report(self) -> list[dict[str, Any]]:
         """Name and total/free memory (bytes) of each device, queried now."""

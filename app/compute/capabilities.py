@@ -1,80 +1,77 @@
-"""Capability table: per operation, which kernel module runs it, whether a GPU kernel
-exists, how it is chunked, its tier and its memory estimate.
+"""The capability row: what the server knows about how one operation runs.
 
-This is data, not code paths: the dispatcher reads it, ``/v1/health`` reports it,
-and ``tests/test_kernel_contract.py`` checks that every ``gpu_kernel=True`` entry
-has a GPU module with the same signatures as its CPU twin. An operation without
-a GPU kernel runs on the CPU on either backend and says so (``computed_on``).
+Each operation module (``app/operations/defs/*.py``) declares its own row; the registry
+(:mod:`app.operations.registry`) collects them into the one capability table that the
+dispatcher reads, ``/v1/health`` reports and ``tests/test_registry.py`` checks. A row is
+the only place that names an operation's kernel modules, whether it runs on the GPU (or
+the written reason it does not), its tier, its chunking and (through the kernel module)
+its parity tolerance.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from app.compute.contract import PARITY_TOLERANCE, Tolerance
+
+Tier = Literal["interactive", "heavy"]
 
 
 @dataclass(frozen=True)
 class Capability:
-    """What the server knows about one operation.
+    """How one operation runs.
 
     Attributes
     ----------
-    module
-        Kernel module name (same in ``cpu_fallback`` and ``gpu_kernels``).
-    gpu_kernel
-        A CuPy kernel exists and is used on the GPU backend.
+    kernels
+        Kernel modules the operation's job calls (same names in ``cpu_fallback`` and
+        ``gpu_kernels``); empty for operations that only read files or metadata.
     tier
-        ``interactive`` (never waits behind heavy work) or ``heavy`` (slot-gated).
+        ``interactive`` (never waits behind heavy work) or ``heavy`` (slot-gated, a task).
+    gpu_kernel
+        The job runs its kernels on the GPU when the backend is the GPU one.
+    no_gpu_reason
+        Why an operation with ``gpu_kernel=False`` runs on the CPU (required then).
     chunking
-        ``y-slab`` (spectral axis whole, spatial rows tiled), ``channel`` (planes tiled),
-        ``cube`` (per whole cube, reduction with partial/combine), or ``none``.
+        ``y-slab`` (spectral axis whole, rows tiled), ``channel`` (planes tiled), ``cube``
+        (reduction with partial/combine/finalize), ``none``.
     bytes_per_voxel
         Working memory per input voxel of one chunk beyond the input itself (estimate).
+    note
+        One line for ``/v1/health``.
     """
 
-    module: str
+    kernels: tuple[str, ...]
+    tier: Tier
     gpu_kernel: bool
-    tier: str
-    chunking: str
-    bytes_per_voxel: float
+    no_gpu_reason: str = ""
+    chunking: str = "none"
+    bytes_per_voxel: float = 4.0
     note: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.gpu_kernel and not self.no_gpu_reason:
+            raise ValueError("a capability without a GPU kernel must say why (no_gpu_reason)")
+        if self.gpu_kernel and not self.kernels:
+            raise ValueError("a GPU capability must name its kernel modules")
+
+    @property
+    def module(self) -> str | None:
+        """The main kernel module (the first one), or ``None``."""
+        return self.kernels[0] if self.kernels else None
 
     @property
     def tolerance(self) -> Tolerance | None:
-        return PARITY_TOLERANCE.get(self.module)
+        """Parity tolerance of the main kernel module (GPU vs CPU reference)."""
+        return PARITY_TOLERANCE.get(self.module) if self.module else None
 
     def report(self) -> dict[str, Any]:
-        out = asdict(self)
+        """JSON-ready row for ``/v1/health``."""
         tol = self.tolerance
-        out["parity_rtol"] = tol.rtol if tol else None
-        out["parity_atol"] = tol.atol if tol else None
-        return out
-
-
-CAPABILITIES: dict[str, Capability] = {
-    "preview": Capability("cube_views", True, "interactive", "none", 4.0, "strided read of the memmap"),
-    "slice": Capability("cube_views", True, "interactive", "none", 4.0),
-    "subvolume": Capability("cube_views", True, "interactive", "none", 4.0),
-    "noise": Capability("noise", True, "interactive", "channel", 12.0),
-    "moment": Capability("moments", True, "heavy", "y-slab", 16.0, "fused single pass, float64 accumulation"),
-    "moment_casa": Capability("casa_moments", True, "heavy", "y-slab", 24.0, "CASA immoments numbering"),
-    "pv": Capability("pv", True, "heavy", "none", 4.0, "box sampling across the path (CARTA-style)"),
-    "linewidth": Capability("linewidth", True, "heavy", "y-slab", 48.0, "batched Levenberg-Marquardt Gaussian fit"),
-    "baseline": Capability("baseline", True, "heavy", "y-slab", 24.0, "batched least squares, Legendre basis"),
-    "stacking": Capability("stacking", True, "heavy", "cube", 8.0, "partial/combine/finalize mean spectra"),
-    "isosurface": Capability("isosurface", True, "heavy", "none", 12.0,
-                             "CPU: scikit-image marching cubes (Lorensen); GPU: own CuPy kernel"),
-    "js9_imstat": Capability("stats", True, "interactive", "cube", 8.0,
-                             "CASA imstat keys; sorted-run partials, exact order statistics"),
-    "js9_specflux": Capability("region_flux", True, "interactive", "channel", 8.0, "per-channel region sums"),
-    "js9_imfit": Capability("fit2d", True, "heavy", "none", 32.0, "batched Levenberg-Marquardt, 2-D Gaussians"),
-    "js9_imview": Capability("contours", True, "interactive", "none", 40.0,
-                             "Gaussian smoothing on GPU; marching squares on CPU (declared)"),
-}
-
-
-def capability_report() -> dict[str, dict[str, Any]]:
-    """The table as JSON-ready dicts (for ``/v1/health``)."""
-    return {name: cap.report() for name, cap in CAPABILITIES.items()}
+        return {
+            "module": self.module, "kernels": list(self.kernels), "gpu_kernel": self.gpu_kernel,
+            "no_gpu_reason": self.no_gpu_reason, "tier": self.tier, "chunking": self.chunking,
+            "bytes_per_voxel": self.bytes_per_voxel, "note": self.note,
+            "parity_rtol": tol.rtol if tol else None, "parity_atol": tol.atol if tol else None,
+        }

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +28,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from app.compute.backend import Backend
+from app.compute.capabilities import Capability
 from app.errors import Busy, Cancelled
 
 T = TypeVar("T")
@@ -58,7 +61,7 @@ def choose_lane(lanes: Sequence[Lane], preferred_device: int | None = None) -> L
 
 
 class JobContext:
-    """What a heavy job sees: its kernels, device, progress reporting and cancellation."""
+    """What a job sees: its kernels, device, helper threads, progress reporting and cancellation."""
 
     def __init__(
         self,
@@ -67,24 +70,41 @@ class JobContext:
         chunk_bytes: int,
         cancel_event: threading.Event | None = None,
         progress: Callable[[float], None] | None = None,
+        capability: Capability | None = None,
+        helpers: ThreadPoolExecutor | None = None,
     ) -> None:
         self.backend = backend
         self.device = device
         self.chunk_bytes = chunk_bytes
         self.cancel_event = cancel_event or threading.Event()
         self._progress = progress
+        self.capability = capability
+        self._helpers = helpers
 
     @property
     def on_gpu(self) -> bool:
         return self.device is not None
 
-    def kernels(self, module: str, operation: str | None = None) -> ModuleType:
-        """Kernel module from the tree that runs ``operation`` here."""
-        if self.device is None:
-            import importlib  # noqa: PLC0415
+    def kernels(self, module: str | None = None, _legacy_operation: str | None = None) -> ModuleType:
+        """The kernel module ``module`` (default: the operation's main one) of the tree this job runs on.
 
-            return importlib.import_module(f"cpu_fallback.{module}")
-        return self.backend.kernels(module, operation)
+        The module must be one the operation's capability row declares, so the row stays the
+        one place that says which kernels an operation uses.
+        """
+        cap = self.capability
+        name = module or (cap.module if cap is not None else None)
+        if name is None:
+            raise LookupError("this job's operation declares no kernel module")
+        if cap is not None and name not in cap.kernels:
+            raise LookupError(f"kernel module {name!r} is not declared by the operation's capability row")
+        tree = "gpu_kernels" if self.on_gpu else "cpu_fallback"
+        return importlib.import_module(f"{tree}.{name}")
+
+    def map(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+        """``[fn(x) for x in items]`` on the dispatcher's helper threads (in order; serial without them)."""
+        if self._helpers is None or len(items) < 2:
+            return [fn(x) for x in items]
+        return list(self._helpers.map(fn, items))
 
     def check_cancelled(self) -> None:
         """Raise :class:`Cancelled` if the job's task was cancelled (call between chunks)."""
@@ -124,6 +144,9 @@ class Dispatcher:
         self._heavy = ThreadPoolExecutor(
             max_workers=sum(lane.capacity for lane in lanes), thread_name_prefix="visivo-heavy"
         )
+        #: Threads a running job may fan its own chunks out to (``JobContext.map``).
+        self._helpers = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)),
+                                           thread_name_prefix="visivo-helper")
 
     # -- interactive -------------------------------------------------------------------------
     async def run_interactive(self, fn: Callable[..., T], *args: Any) -> T:
@@ -131,16 +154,22 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._interactive, fn, *args)
 
-    async def run_interactive_job(self, job: Callable[[JobContext], T], *, gpu: bool = False) -> T:
+    async def run_interactive_job(self, job: Callable[[JobContext], T], *, gpu: bool = False,
+                                  capability: Capability | None = None) -> T:
         """Run ``job(ctx)`` on the interactive pool; ``gpu`` gives it the least-loaded device (no slot)."""
         device = choose_lane(self.lanes).device if gpu else None
-        ctx = JobContext(self.backend, device, self.chunk_bytes)
+        ctx = JobContext(self.backend, device, self.chunk_bytes, capability=capability, helpers=self._helpers)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._interactive, _run_on_device, job, ctx)
 
     # -- heavy ------------------------------------------------------------------------------
     def waiting(self) -> int:
         return sum(max(0, lane.outstanding - lane.running) for lane in self.lanes)
+
+    def saturated(self) -> bool:
+        """True when every heavy slot is taken and the wait queue is full (a new job would be refused)."""
+        all_busy = all(lane.outstanding >= lane.capacity for lane in self.lanes)
+        return all_busy and self.waiting() >= self.queue_limit
 
     async def run_heavy(
         self,
@@ -150,6 +179,7 @@ class Dispatcher:
         cancel_event: threading.Event | None = None,
         progress: Callable[[float], None] | None = None,
         gpu: bool = True,
+        capability: Capability | None = None,
     ) -> T:
         """Run ``job(ctx)`` on the least-loaded lane once a slot is free.
 
@@ -158,8 +188,7 @@ class Dispatcher:
         event and waits for the job to stop at its next chunk, so the slot is only
         released when the work has really stopped.
         """
-        all_busy = all(lane.outstanding >= lane.capacity for lane in self.lanes)
-        if all_busy and self.waiting() >= self.queue_limit:
+        if self.saturated():
             raise Busy("Server busy: all heavy compute slots and the wait queue are full; retry shortly.")
         lane = choose_lane(self.lanes, preferred_device)
         lane.outstanding += 1
@@ -169,6 +198,8 @@ class Dispatcher:
             self.chunk_bytes,
             cancel_event=cancel_event,
             progress=progress,
+            capability=capability,
+            helpers=self._helpers,
         )
         try:
             async with lane.sem():
@@ -200,8 +231,8 @@ class Dispatcher:
         ]
 
     def shutdown(self) -> None:
-        self._interactive.shutdown(wait=False, cancel_futures=True)
-        self._heavy.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._interactive, self._heavy, self._helpers):
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _run_on_device(job: Callable[[JobContext], T], ctx: JobContext) -> T:

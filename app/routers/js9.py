@@ -28,10 +28,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from app.auth import require_token
-from app.deps import get_runtime
+from app.deps import RuntimeDep, session_id_of
+from app.operations.defs._js9 import Js9Detail, Js9Failure, Js9Request, Js9Success
+from app.operations.models import ErrorBody
 from app.responses import SafeJSONResponse
-from app.runtime import Runtime
-from app.services.js9.analysis import AnalysisService, resolve_image
+from app.services.js9 import analysis
 from app.services.js9.errors import Js9NotFound
 
 STATIC_ROOT = Path(__file__).resolve().parent.parent / "static"
@@ -51,38 +52,48 @@ def js9_installed() -> bool:
     return (VENDOR_DIR / JS9_MARKER).is_file()
 
 
-def analysis_service(request: Request) -> AnalysisService:
-    """The application's analysis service (created on first use; its cache lives as long as the app)."""
-    service = getattr(request.app.state, "js9_analysis", None)
-    if service is None:
-        settings = request.app.state.runtime.settings
-        service = AnalysisService(default_engine=str(getattr(settings, "js9_engine", "native") or "native"))
-        request.app.state.js9_analysis = service
-    return service
+ANALYSIS_RESPONSES: dict[int | str, dict] = {
+    400: {"model": Js9Detail, "description": "Invalid task, region, parameter, engine, or not a FITS file."},
+    401: {"model": ErrorBody, "description": "Missing or wrong `X-Visivo-Token`."},
+    404: {"model": Js9Detail, "description": "Image file not found (or outside the data roots)."},
+    422: {"model": Js9Detail, "description": "The body is not an object with string `task` and `image_path`."},
+    500: {"model": Js9Failure, "description": "The task ran and failed."},
+}
 
 
-@router.post(f"{API_PREFIX}/analysis", dependencies=[Depends(require_token)])
-async def js9_analysis(request: Request, runtime: Runtime = Depends(get_runtime)) -> Response:
-    """Run ``imstat``, ``imfit``, ``imview``, ``specflux`` or ``imval`` on a FITS image."""
-    service = analysis_service(request)
-    answer = await service.handle(runtime, await request.body())
+#: The body is read raw (its errors have JS9 bodies); its schema is documented here.
+ANALYSIS_BODY = {"requestBody": {"required": True,
+                                 "content": {"application/json": {"schema": Js9Request.model_json_schema()}}}}
+
+
+@router.post(f"{API_PREFIX}/analysis", dependencies=[Depends(require_token)], response_model=Js9Success,
+             responses=ANALYSIS_RESPONSES, openapi_extra=ANALYSIS_BODY)
+async def js9_analysis(request: Request, runtime: RuntimeDep) -> Response:
+    """Run ``imstat``, ``imfit``, ``imview``, ``specflux`` or ``imval`` on a FITS image.
+
+    The body is read raw so that its errors answer with the JS9 API's own bodies (see the schema).
+    The header ``X-JS9-Cache: hit|miss`` says whether the product cache answered.
+    """
+    answer = await analysis.handle(runtime, await request.body(), session_id_of(request))
     return SafeJSONResponse(answer.body, status_code=answer.status, headers={"X-JS9-Cache": answer.cache})
 
 
-@router.get(f"{API_PREFIX}/file", dependencies=[Depends(require_token)])
-async def js9_file(path: str = "", runtime: Runtime = Depends(get_runtime)) -> Response:
+@router.get(f"{API_PREFIX}/file", dependencies=[Depends(require_token)],
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "The FITS file."},
+                       404: {"model": Js9Detail, "description": "Not found (or outside the data roots)."}})
+async def js9_file(runtime: RuntimeDep, path: str = "") -> Response:
     """The FITS file itself (plain or gzip), for ``JS9.Load`` in the viewer."""
     try:
-        resolved = resolve_image(path, runtime.roots)
+        resolved = analysis.resolve_image(path, runtime.roots)
     except Js9NotFound as exc:
         return SafeJSONResponse({"detail": exc.message}, status_code=404)
     return FileResponse(resolved, media_type="application/octet-stream", filename=resolved.name)
 
 
 @router.get(f"{API_PREFIX}/status", dependencies=[Depends(require_token)])
-async def js9_status(request: Request) -> Response:
+async def js9_status(runtime: RuntimeDep) -> Response:
     """Engines, tasks, cache counters and whether the JS9 viewer files are installed."""
-    body = analysis_service(request).status()
+    body = analysis.status(runtime)
     body["js9_installed"] = js9_installed()
     return SafeJSONResponse(body)
 

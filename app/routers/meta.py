@@ -6,9 +6,9 @@ import time
 
 from fastapi import APIRouter, Depends
 
-from app.compute.capabilities import capability_report
 from app.deps import get_runtime
 from app.errors import NotFound
+from app.operations.registry import capability_report
 from app.responses import ok
 from app.runtime import Runtime
 from app.services.datasets import dataset_summary

@@ -1,74 +1,32 @@
-"""Asynchronous tasks: create (moment, PV), poll, cancel."""
+"""Async tasks: poll and cancel (tasks are created by ``POST /v1/tasks/{operation}``, see the registry)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
+from pydantic import Field
 
-from app.deps import get_runtime
-from app.routers.cube import PvRequest, pv_operation
-from app.routers.products import IsosurfaceRequest, MomentRequest, isosurface_operation, moment_operation
-from app.routers.spectral import (
-    BaselineRequest,
-    LinewidthRequest,
-    StackRequest,
-    baseline_operation,
-    linewidth_operation,
-    stack_operation,
-)
-from app.runtime import Runtime
-from app.services.operations import start_task
+from app.deps import RuntimeDep
+from app.operations.http import STANDARD_ERRORS, respond
+from app.operations.models import Envelope, TaskStatus
 
-router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"], responses=STANDARD_ERRORS)
 
 
-@router.post("/moment")
-async def task_moment(body: MomentRequest, request: Request, runtime: Runtime = Depends(get_runtime)) -> dict:
-    """Queue a moment map; same body as ``/v1/products/moment``."""
-    return start_task(runtime, moment_operation(runtime, request, body))
+class TaskDeleted(Envelope):
+    """A task was cancelled (if running) and removed."""
+
+    task_id: str = Field(description="The task.")
+    deleted: bool = Field(True, description="Always true.")
 
 
-@router.post("/pv")
-async def task_pv(body: PvRequest, request: Request, runtime: Runtime = Depends(get_runtime)) -> dict:
-    """Queue a PV diagram; same body as ``/v1/cube/pv``."""
-    return start_task(runtime, pv_operation(runtime, request, body))
-
-
-@router.post("/linewidth")
-async def task_linewidth(body: LinewidthRequest, request: Request, runtime: Runtime = Depends(get_runtime)) -> dict:
-    """Queue a line-width map; same body as ``/v1/spectral/linewidth``."""
-    return start_task(runtime, linewidth_operation(runtime, request, body))
-
-
-@router.post("/baseline")
-async def task_baseline(body: BaselineRequest, request: Request, runtime: Runtime = Depends(get_runtime)) -> dict:
-    """Queue a baseline subtraction; body as ``/v1/spectral/baseline/...`` plus ``session_id``/``dataset_id``."""
-    if not body.session_id or not body.dataset_id:
-        from app.errors import InvalidRequest  # noqa: PLC0415
-
-        raise InvalidRequest("session_id and dataset_id are required in the body.")
-    return start_task(runtime, baseline_operation(runtime, request, body.session_id, body.dataset_id, body))
-
-
-@router.post("/stack")
-async def task_stack(body: StackRequest, request: Request, runtime: Runtime = Depends(get_runtime)) -> dict:
-    """Queue a stack; same body as ``/v1/spectral/stack``."""
-    return start_task(runtime, stack_operation(runtime, request, body))
-
-
-@router.post("/isosurface")
-async def task_isosurface(body: IsosurfaceRequest, request: Request, runtime: Runtime = Depends(get_runtime)) -> dict:
-    """Queue an isosurface; same body as ``/v1/products/isosurface``."""
-    return start_task(runtime, isosurface_operation(runtime, request, body))
-
-
-@router.get("/{task_id}")
-async def task_status(task_id: str, runtime: Runtime = Depends(get_runtime)) -> dict:
+@router.get("/{task_id}", response_model=TaskStatus)
+async def task_status(task_id: str, runtime: RuntimeDep):  # noqa: ANN201
     """Status, progress (0–1) and, when done, the full result."""
-    return runtime.tasks.describe(runtime.tasks.get(task_id))
+    return respond(TaskStatus, runtime.tasks.describe(runtime.tasks.get(task_id)))
 
 
-@router.delete("/{task_id}")
-async def task_delete(task_id: str, runtime: Runtime = Depends(get_runtime)) -> dict:
+@router.delete("/{task_id}", response_model=TaskDeleted)
+async def task_delete(task_id: str, runtime: RuntimeDep):  # noqa: ANN201
     """Cancel (the job stops at its next chunk and frees its slot) and remove."""
     record = await runtime.tasks.delete(task_id)
-    return {"valid": True, "error": "", "task_id": record.task_id, "deleted": True}
+    return respond(TaskDeleted, {"valid": True, "error": "", "task_id": record.task_id, "deleted": True})

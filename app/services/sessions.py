@@ -39,6 +39,8 @@ class Dataset:
     handle: Any  # e.g. FitsImage
     info: dict[str, Any]  # the open response (without valid/error)
     opened_at: float = field(default_factory=time.time)
+    #: Last answer of an operation on this dataset, by operation (e.g. ``GET /v1/spectral/linewidth/{id}``).
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def version_key(self) -> str:

@@ -403,20 +403,32 @@ def test_changed_file_is_recomputed(js9_client: TestClient, data_dir: Path) -> N
     assert response.json()["result"]["DATA"]["mean"] == 3.0
 
 
-def test_result_cache_is_fifo_with_sha256_keys() -> None:
-    from app.services.js9.cache import ResultCache, cache_key
+def test_js9_answers_share_the_product_cache_with_sha256_keys(tmp_path: Path) -> None:
+    """Issue 10: JS9 has no cache of its own; its plans key the one product cache (SHA-256, canonical JSON)."""
+    from app.operations import registry
+    from app.operations.base import Call
+    from app.operations.defs._js9 import Js9Call
+    from app.operations.executor import cache_key
 
-    cache = ResultCache(3)
-    for i in range(4):
-        cache.put(f"k{i}", {"i": i})
-    assert cache.get("k0") is None and cache.get("k1") == {"i": 1} and len(cache) == 3
-    cache.put("k4", {"i": 4})  # FIFO: k1 goes although it was just read
-    assert cache.get("k1") is None and cache.get("k2") == {"i": 2}
-    st = os.stat(__file__)
-    key = cache_key("imstat", "/a.fits", {"shape": "c", "x": 1}, {"b": 1, "a": 2}, st)
-    assert len(key) == 64 and int(key, 16) >= 0
-    assert key == cache_key("imstat", "/a.fits", {"x": 1, "shape": "c"}, {"a": 2, "b": 1}, st)
-    assert key != cache_key("imfit", "/a.fits", {"shape": "c", "x": 1}, {"b": 1, "a": 2}, st)
+    path = tmp_path / "a.fits"
+    path.write_bytes(b"SIMPLE")
+    imstat, imfit = registry.get("js9_imstat"), registry.get("js9_imfit")
+
+    def key(op, region, params):  # noqa: ANN001, ANN202
+        call = Js9Call("t", "a.fits", path, None, region, params, "native", None)
+        return cache_key(op, op().plan(Call(runtime=_FakeRuntime(), session_id=None), call))
+
+    k = key(imstat, {"shape": "c", "x": 1}, {"b": 1, "a": 2})
+    assert len(k) == 64 and int(k, 16) >= 0
+    assert k == key(imstat, {"x": 1, "shape": "c"}, {"a": 2, "b": 1})
+    assert k != key(imfit, {"shape": "c", "x": 1}, {"b": 1, "a": 2})
+    mtime = path.stat().st_mtime_ns
+    os.utime(path, ns=(mtime + 10**9, mtime + 10**9))
+    assert k != key(imstat, {"shape": "c", "x": 1}, {"b": 1, "a": 2})  # an edited file is a new key
+
+
+class _FakeRuntime:
+    js9_images = None
 
 
 # -- viewer ---------------------------------------------------------------------------------------

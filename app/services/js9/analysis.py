@@ -7,17 +7,16 @@ Order of checks (each failure answers with the reference's body, see :mod:`.erro
 3. ``image_path`` confined to the data roots and an existing file (404 ``Image file not found: …``;
    paths outside the roots look exactly like missing files);
 4. ``region`` (400 ``Invalid region: …``) and ``parameters`` (400), ``engine`` availability (400);
-5. cache lookup (key: task, resolved path, region, parameters, file mtime and size);
-6. FITS check (400 ``File is not a FITS image: …``), then the task on its engine;
+5. FITS check (400 ``File is not a FITS image: …``);
+6. the task's operation (:mod:`app.operations.defs`, ``js9_*``) through the one executor: the
+   product cache (key: task, resolved path, region, parameters, file mtime and size), its tier and
+   device from its capability row; the CASA engine is the ``js9_casa`` operation;
 7. a task failure is HTTP 500 ``{"success": false, "task", "error", "execution_time_sec"}``.
 
 ``execution_time_sec`` is the wall time of *this* answer: for a cached result the time to find
 it (well under 0.01 s), for a computed one the whole request (validation, reading, computing).
 
-Dispatch: the native engine runs on the tier and device the capability table gives its
-operation (``js9_imstat`` …; interactive by default, ``imfit`` heavy), on the GPU when the
-backend has one and the operation has a GPU kernel; the CASA engine runs on the heavy lane
-without a GPU (CASA is serialised by a lock).
+The valid tasks are the ``js9_task`` names of the registered operations.
 """
 
 from __future__ import annotations
@@ -29,26 +28,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.compute.capabilities import CAPABILITIES
-from app.compute.dispatch import JobContext
-from app.errors import Busy, InvalidRequest
+from app.errors import ApiError, InvalidRequest
 from app.io.fits_reader import check_fits_magic
 from app.io.paths import confine
+from app.operations import registry
+from app.operations.base import Call
+from app.operations.defs._js9 import Js9Call, Js9Task
+from app.operations.executor import execute
 from app.runtime import Runtime
-from app.services.js9 import casa_engine, native_engine
+from app.services.js9 import casa_engine
 from app.services.js9 import params as prm
-from app.services.js9.cache import ResultCache, cache_key
 from app.services.js9.errors import Js9BadRequest, Js9Error, Js9InvalidBody, Js9NotFound, Js9TaskFailed
-from app.services.js9.images import ImageCache, open_view
 from app.services.js9.regions import parse_region
 
 log = logging.getLogger("visivo.js9")
+#: Keys of the executor's envelope that are not part of a task's result.
+_ENVELOPE = ("valid", "error", "cache_hit")
 
-#: The tasks of the API reference, in its order (also the order quoted in the 400 message).
-VALID_TASKS = ["imstat", "imfit", "imview", "specflux", "imval"]
-#: Tier of each task when the capability table has no row for its operation.
-DEFAULT_TIERS = {"imstat": "interactive", "imfit": "heavy", "imview": "interactive", "specflux": "interactive",
-                 "imval": "interactive"}
+
+def task_operations() -> dict[str, type[Js9Task]]:
+    """The registered native JS9 task operations by task name, in the API reference's order."""
+    ops = {op.js9_task: op for op in registry.operations().values()
+           if issubclass(op, Js9Task) and op.js9_task is not None}
+    order = ["imstat", "imfit", "imview", "specflux", "imval"]
+    return {name: ops[name] for name in sorted(ops, key=lambda n: order.index(n) if n in order else len(order))}
+
+
+def valid_tasks() -> list[str]:
+    """The tasks of the API reference, in its order (also the order quoted in the 400 message)."""
+    return list(task_operations())
 
 
 @dataclass
@@ -88,100 +96,70 @@ def resolve_image(image_path: str, roots: tuple[Path, ...]) -> Path:
         raise Js9NotFound(f"Image file not found: {image_path}") from None
 
 
-class AnalysisService:
-    """One per application: the result cache and the request pipeline."""
+def validate(runtime: Runtime, raw_body: bytes) -> Js9Call:
+    """Steps 1–5 of the module docstring: a :class:`Js9Call`, or the JS9 error to answer."""
+    body = parse_body(raw_body)
+    task, image_path = body["task"], body["image_path"]
+    tasks = valid_tasks()
+    if task not in tasks:
+        raise Js9BadRequest(f"Invalid task '{task}'. Valid tasks: {tasks}")
+    path = resolve_image(image_path, runtime.roots)
+    region_raw = body.get("region")
+    region = parse_region(region_raw)
+    parameters = body.get("parameters")
+    if parameters is None:
+        parameters = {}
+    if not isinstance(parameters, dict):
+        raise Js9BadRequest("Invalid parameters: expected a JSON object")
+    default = runtime.settings.js9_engine if runtime.settings.js9_engine in prm.ENGINES else "native"
+    engine = prm.get_choice(parameters, "engine", default, prm.ENGINES)
+    if engine == "casa" and not casa_engine.available():
+        raise Js9BadRequest(casa_engine.UNAVAILABLE)
+    try:
+        check_fits_magic(path)
+    except InvalidRequest:
+        raise Js9BadRequest(f"File is not a FITS image: {image_path}") from None
+    return Js9Call(task, image_path, path, region, region_raw, parameters, engine, prm.get_stokes(parameters))
 
-    def __init__(self, *, default_engine: str = "native", cache_size: int = 100) -> None:
-        self.default_engine = default_engine if default_engine in prm.ENGINES else "native"
-        self.cache = ResultCache(cache_size)
-        self.images = ImageCache()
 
-    async def handle(self, runtime: Runtime, raw_body: bytes) -> Js9Response:
-        """Answer one analysis request (never raises)."""
-        t0 = time.perf_counter()
-        task = ""
-        try:
-            body = parse_body(raw_body)
-            task, image_path = body["task"], body["image_path"]
-            if task not in VALID_TASKS:
-                raise Js9BadRequest(f"Invalid task '{task}'. Valid tasks: {VALID_TASKS}")
-            path = resolve_image(image_path, runtime.roots)
-            region_raw = body.get("region")
-            region = parse_region(region_raw)
-            parameters = body.get("parameters")
-            if parameters is None:
-                parameters = {}
-            if not isinstance(parameters, dict):
-                raise Js9BadRequest("Invalid parameters: expected a JSON object")
-            engine = prm.get_choice(parameters, "engine", self.default_engine, prm.ENGINES)
-            if engine == "casa" and not casa_engine.available():
-                raise Js9BadRequest(casa_engine.UNAVAILABLE)
-            key = cache_key(task, str(path), region_raw, parameters, path.stat())
-            cached = self.cache.get(key)
-            if cached is not None:
-                return Js9Response(200, self._success(task, cached, t0), "hit")
-            try:
-                check_fits_magic(path)
-            except InvalidRequest:
-                raise Js9BadRequest(f"File is not a FITS image: {image_path}") from None
-            result = await self._run(runtime, engine, task, path, image_path, region, parameters)
-            self.cache.put(key, result)
-            return Js9Response(200, self._success(task, result, t0), "miss")
-        except Js9Error as exc:
-            return Js9Response(exc.status_code, {"detail": exc.message})
-        except Js9TaskFailed as exc:
-            return Js9Response(500, self._failure(task, str(exc), t0))
-        except Busy as exc:
-            return Js9Response(500, self._failure(task, exc.message, t0))
-        except Exception as exc:  # a bug or an unexpected library error: still the reference's 500 body
-            log.exception("js9 %s failed", task)
-            return Js9Response(500, self._failure(task, f"{task} failed: {type(exc).__name__}: {exc}", t0))
+async def handle(runtime: Runtime, raw_body: bytes, session_id: str | None = None) -> Js9Response:
+    """Answer one analysis request (never raises)."""
+    t0 = time.perf_counter()
+    task = ""
+    try:
+        call = validate(runtime, raw_body)
+        task = call.task
+        op = registry.get("js9_casa") if call.engine == "casa" else task_operations()[task]
+        plan = op().plan(Call(runtime, session_id), call)
+        body, hit = await execute(runtime, op, plan)
+        result = {k: v for k, v in body.items() if k not in _ENVELOPE}
+        return Js9Response(200, _success(task, result, t0), "hit" if hit else "miss")
+    except Js9Error as exc:
+        return Js9Response(exc.status_code, {"detail": exc.message})
+    except (Js9TaskFailed, ApiError) as exc:
+        message = exc.message if isinstance(exc, ApiError) else str(exc)
+        return Js9Response(500, _failure(task, message, t0))
+    except Exception as exc:  # a bug or an unexpected library error: still the reference's 500 body
+        log.exception("js9 %s failed", task)
+        return Js9Response(500, _failure(task, f"{task} failed: {type(exc).__name__}: {exc}", t0))
 
-    @staticmethod
-    def _success(task: str, result: dict[str, Any], t0: float) -> dict[str, Any]:
-        return {"success": True, "task": task, "result": result, "execution_time_sec": _elapsed(t0)}
 
-    @staticmethod
-    def _failure(task: str, message: str, t0: float) -> dict[str, Any]:
-        return {"success": False, "task": task, "error": message, "execution_time_sec": _elapsed(t0)}
+def _success(task: str, result: dict[str, Any], t0: float) -> dict[str, Any]:
+    return {"success": True, "task": task, "result": result, "execution_time_sec": _elapsed(t0)}
 
-    async def _run(self, runtime: Runtime, engine: str, task: str, path: Path, image_path: str, region: Any,
-                   parameters: dict[str, Any]) -> dict[str, Any]:
-        stokes = prm.get_stokes(parameters)
-        tasks = casa_engine.TASKS if engine == "casa" else native_engine.TASKS
-        run_task = tasks[task]
 
-        def job(ctx: JobContext) -> dict[str, Any]:
-            try:
-                view = open_view(path, stokes=stokes, cache=self.images)
-            except InvalidRequest as exc:
-                raise Js9BadRequest(f"File is not a FITS image: {image_path} ({exc.message})") from None
-            try:
-                result = run_task(ctx, view, region, parameters)
-            finally:
-                view.close()
-            result["engine"] = engine
-            result["computed_on"] = "gpu" if ctx.on_gpu else "cpu"
-            return result
+def _failure(task: str, message: str, t0: float) -> dict[str, Any]:
+    return {"success": False, "task": task, "error": message, "execution_time_sec": _elapsed(t0)}
 
-        dispatcher = runtime.dispatcher
-        if engine == "casa":
-            return await dispatcher.run_heavy(job, gpu=False)
-        operation, module = native_engine.OPERATIONS[task]
-        cap = CAPABILITIES.get(operation)
-        gpu = module is not None and runtime.backend.runs_on_gpu(operation)
-        tier = cap.tier if cap is not None else DEFAULT_TIERS[task]
-        if tier == "heavy":
-            return await dispatcher.run_heavy(job, gpu=gpu)
-        return await dispatcher.run_interactive_job(job, gpu=gpu)
 
-    def status(self) -> dict[str, Any]:
-        """Engines, tasks and cache counters (for the viewer page)."""
-        return {
-            "tasks": VALID_TASKS,
-            "engines": {"native": True, "casa": casa_engine.available()},
-            "default_engine": self.default_engine,
-            "cache": {"entries": len(self.cache), "capacity": self.cache.capacity, "hits": self.cache.hits,
-                      "misses": self.cache.misses},
-            "open_images": len(self.images),
-        }
+def status(runtime: Runtime) -> dict[str, Any]:
+    """Engines, tasks and cache counters (for the viewer page)."""
+    default = runtime.settings.js9_engine if runtime.settings.js9_engine in prm.ENGINES else "native"
+    cache = runtime.cache
+    return {
+        "tasks": valid_tasks(),
+        "engines": {"native": True, "casa": casa_engine.available()},
+        "default_engine": default,
+        "cache": {"entries": len(cache), "capacity": cache.capacity, "hits": cache.hits, "misses": cache.misses},
+        "open_images": len(runtime.js9_images),
+    }

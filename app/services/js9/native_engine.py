@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import reduce
 from typing import Any
@@ -42,18 +41,10 @@ from app.services.js9.errors import Js9TaskFailed
 from app.services.js9.images import ImageView, parse_chans, single_plane
 from app.services.js9.regions import Region
 
-#: Capability-table operation of each task (``app.compute.capabilities``) and its kernel module.
-OPERATIONS: dict[str, tuple[str, str | None]] = {
-    "imstat": ("js9_imstat", "stats"),
-    "imfit": ("js9_imfit", "fit2d"),
-    "imview": ("js9_imview", "contours"),
-    "specflux": ("js9_specflux", "region_flux"),
-    "imval": ("js9_imval", None),
-}
 #: Elements from which imstat cuts the region into row chunks sorted in parallel on the CPU.
 PARALLEL_MIN_ELEMENTS = 1 << 21
+#: Row chunks of a large CPU imstat (run on the dispatcher's helper threads, ``ctx.map``).
 _WORKERS = max(1, min(8, os.cpu_count() or 1))
-_POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="visivo-js9")
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
@@ -103,13 +94,13 @@ def _region_info(region: Region | None) -> dict[str, Any] | None:
 def imstat(ctx: JobContext, view: ImageView, region: Region | None, params: dict[str, Any]) -> dict[str, Any]:
     """CASA ``imstat`` statistics over the region (whole image without one), blanks excluded."""
     sel = select(view, region, parse_chans(params.get("chans"), view))
-    kern = ctx.kernels("stats", OPERATIONS["imstat"][0])
+    kern = ctx.kernels("stats")
     origin = (sel.z.start, sel.ys.start, sel.xs.start)
     if ctx.on_gpu:
         block = _to_device(ctx, sel.read(view))
         stats = kern.stats_finalize(kern.stats_partial(block, _to_device(ctx, sel.mask), origin=origin))
     else:
-        stats = _cpu_stats(kern, view, sel)
+        stats = _cpu_stats(ctx, kern, view, sel)
     data: dict[str, Any] = {key: stats[key] for key in (
         "npts", "sum", "sumsq", "mean", "sigma", "rms", "min", "max", "median", "medabsdevmed", "q1", "q3", "quartile")}
     data["std"] = stats["sigma"]
@@ -124,7 +115,7 @@ def imstat(ctx: JobContext, view: ImageView, region: Region | None, params: dict
     return {"DATA": data, "region": _region_info(region)}
 
 
-def _cpu_stats(kern: Any, view: ImageView, sel: Selection) -> dict[str, Any]:
+def _cpu_stats(ctx: JobContext, kern: Any, view: ImageView, sel: Selection) -> dict[str, Any]:
     """Row chunks of a large selection are read and sorted in parallel threads, then combined."""
     nrows = sel.ys.stop - sel.ys.start
     size = len(sel.z) * nrows * (sel.xs.stop - sel.xs.start)
@@ -137,7 +128,7 @@ def _cpu_stats(kern: Any, view: ImageView, sel: Selection) -> dict[str, Any]:
         origin = (sel.z.start, sel.ys.start + rows.start, sel.xs.start)
         return kern.stats_partial(sel.read(view, rows), mask, origin=origin)
 
-    parts = [partial(0)] if chunks == 1 else list(_POOL.map(partial, range(chunks)))
+    parts = ctx.map(partial, range(chunks))
     return kern.stats_finalize(reduce(kern.stats_combine, parts))
 
 
@@ -151,7 +142,7 @@ def _integrated_flux(ctx: JobContext, view: ImageView, sel: Selection, total: fl
     if not (roles.spectral and roles.z is not None and view.z_fixed is None and len(sel.z) > 1):
         return total * factor, unit  # an image, or one channel of a cube (as CASA: Jy)
     spec = view.spectral()
-    kern = ctx.kernels("region_flux", OPERATIONS["imstat"][0])  # the tree of the job's device
+    kern = ctx.kernels("region_flux")  # the tree of the job's device
     sums, _ = kern.channel_sums(_to_device(ctx, sel.read(view)), _to_device(ctx, sel.mask))
     sums = to_host(sums)
     widths = spec.widths[sel.z.start : sel.z.stop]
@@ -164,7 +155,7 @@ def _integrated_flux(ctx: JobContext, view: ImageView, sel: Selection, total: fl
 def specflux(ctx: JobContext, view: ImageView, region: Region | None, params: dict[str, Any]) -> dict[str, Any]:
     """Flux over the region per channel (CASA ``specflux``); the single-plane form for an image."""
     sel = select(view, region, parse_chans(params.get("chans"), view))
-    kern = ctx.kernels("region_flux", OPERATIONS["specflux"][0])
+    kern = ctx.kernels("region_flux")
     sums, counts = kern.channel_sums(_to_device(ctx, sel.read(view)), _to_device(ctx, sel.mask))
     sums, counts = to_host(sums), to_host(counts)
     total, npts = float(sums.sum()), int(counts.sum())
@@ -253,7 +244,7 @@ def imfit(ctx: JobContext, view: ImageView, region: Region | None, params: dict[
     want_images = prm.get_bool(params, "return_images", False)
     plane = single_plane(params.get("chans"), view, "imfit")
     sel = select(view, region, range(plane, plane + 1))
-    kern = ctx.kernels("fit2d", OPERATIONS["imfit"][0])
+    kern = ctx.kernels("fit2d")
     block = sel.read(view)[0]
     dev_block, dev_mask = _to_device(ctx, block), _to_device(ctx, sel.mask)
     try:
@@ -371,7 +362,7 @@ def contours_of_plane(ctx: JobContext, view: ImageView, region: Region | None, p
     sigma = prm.get_float(params, "smoothing_sigma", 1.0, 0.0, 100.0)
     explicit = prm.get_levels(params)
     ny, nx = image.shape
-    kern = ctx.kernels("contours", OPERATIONS["imview"][0])
+    kern = ctx.kernels("contours")
     smoothed = kern.smooth_image(_to_device(ctx, image), sigma=sigma)
     sel = select(view, region, range(plane, plane + 1))
     work = smoothed[sel.ys, sel.xs]

@@ -1,0 +1,1 @@
+"""Operation modules: one operation (or a family sharing one capability row) per module."""

@@ -1,0 +1,124 @@
+"""The one execution path: product cache, tier and lane choice, error mapping, tasks.
+
+Every computation the server runs — every registered operation, JS9's tasks included —
+goes through :func:`execute`: look the answer up in the product cache, otherwise run the
+plan's job on the tier its capability row gives (interactive pool, or a heavy slot on the
+least-loaded lane, on the GPU when the row says there is a GPU kernel and the backend has
+a device), map a kernel's ``ValueError`` to the API's ``InvalidRequest``, and cache the answer.
+:func:`start_task` runs the same thing in the background as an async task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from app.compute.product_cache import product_key
+from app.errors import Busy, InvalidRequest
+from app.operations.base import Operation, Plan
+from app.responses import ok
+from app.services.tasks import TaskRecord
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+Progress = Callable[[float], None] | None
+
+
+def cache_key(op: type[Operation], plan: Plan) -> str | None:
+    """The product-cache key of a plan (``None`` when the operation is not cached)."""
+    if not op.cached:
+        return None
+    return product_key(op.name, [d.version_key for d in plan.datasets] + plan.key_extra, plan.params)
+
+
+async def execute(
+    runtime: Runtime,
+    op: type[Operation],
+    plan: Plan,
+    *,
+    progress: Progress = None,
+    cancel_event: threading.Event | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Run (or fetch from the cache) one planned operation; returns ``(body, cache_hit)``.
+
+    ``body`` is the success envelope (``valid: true, error: ""``) with the job's payload and
+    ``cache_hit``.
+    """
+    key = cache_key(op, plan)
+    if key is not None:
+        cached = runtime.cache.get(key)
+        if cached is not None and (plan.cache_check is None or plan.cache_check(cached)):
+            return {**cached, "cache_hit": True}, True
+    try:
+        result = await _run(runtime, op, plan, progress=progress, cancel_event=cancel_event)
+    except ValueError as exc:  # a kernel refusing its input (documented ValueErrors): the client's error
+        raise InvalidRequest(str(exc)) from None
+    if plan.finish is not None:
+        result = plan.finish(result)
+    body = ok(result)
+    if key is not None:
+        runtime.cache.put(key, body)
+    return {**body, "cache_hit": False}, False
+
+
+async def _run(runtime: Runtime, op: type[Operation], plan: Plan, *, progress: Progress,
+               cancel_event: threading.Event | None) -> dict[str, Any]:
+    cap = op.capability
+    gpu = runtime.backend.runs_on_gpu(cap)
+    dispatcher = runtime.dispatcher
+    if plan.parts:
+        return await _run_parts(runtime, op, plan, gpu=gpu, progress=progress, cancel_event=cancel_event)
+    assert plan.job is not None, f"operation {op.name} planned neither a job nor parts"
+    if cap.tier == "heavy":
+        return await dispatcher.run_heavy(plan.job, cancel_event=cancel_event, progress=progress, gpu=gpu,
+                                          capability=cap)
+    return await dispatcher.run_interactive_job(plan.job, gpu=gpu, capability=cap)
+
+
+async def _run_parts(runtime: Runtime, op: type[Operation], plan: Plan, *, gpu: bool, progress: Progress,
+                     cancel_event: threading.Event | None) -> dict[str, Any]:
+    """Run every part as its own heavy job (concurrently, each taking a slot) and combine them."""
+    fractions = [0.0] * len(plan.parts)
+    event = cancel_event or threading.Event()
+
+    def reporter(i: int) -> Callable[[float], None]:
+        def report(fraction: float) -> None:
+            fractions[i] = fraction
+            if progress is not None:
+                progress(sum(fractions) / len(fractions))
+
+        return report
+
+    jobs = [
+        runtime.dispatcher.run_heavy(part, cancel_event=event, progress=reporter(i), gpu=gpu,
+                                     capability=op.capability)
+        for i, part in enumerate(plan.parts)
+    ]
+    try:
+        results = await asyncio.gather(*jobs)
+    except BaseException:
+        event.set()
+        raise
+    assert plan.combine is not None, f"operation {op.name} planned parts without combine"
+    return plan.combine(list(results))
+
+
+def start_task(runtime: Runtime, op: type[Operation], plan: Plan, *, session_id: str | None) -> dict[str, Any]:
+    """Queue the plan as an async task owned by ``session_id``; the answer carries ``task_id``.
+
+    A heavy submission when every slot and the wait queue are full answers 429 at once.
+    """
+    key = cache_key(op, plan)
+    cached = key is not None and key in runtime.cache
+    if not cached and op.capability.tier == "heavy" and runtime.dispatcher.saturated():
+        raise Busy("Server busy: all heavy compute slots and the wait queue are full; retry shortly.")
+
+    async def work(record: TaskRecord) -> tuple[dict[str, Any], bool]:
+        return await execute(runtime, op, plan, progress=record.set_progress, cancel_event=record.cancel_event)
+
+    record = runtime.tasks.create(op.name, work)
+    described = runtime.tasks.describe(record)
+    return ok(task_id=record.task_id, status=described["status"], operation=op.name, cache_hit=bool(cached))
