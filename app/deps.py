@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.runtime import Runtime
+from app.services.hips import HipsService
+from app.services.samp import SampService
 from app.services.sessions import SESSION_HEADER, Dataset
 
 
@@ -16,6 +18,23 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_hips(request: Request) -> HipsService:
+    """The HiPS service of the runtime."""
+    service = get_runtime(request).hips
+    assert service is not None, "build_runtime creates the HiPS service"
+    return service
+
+
+def get_samp(request: Request) -> SampService:
+    """The SAMP service of the runtime."""
+    service = get_runtime(request).samp
+    assert service is not None, "build_runtime creates the SAMP service"
+    return service
+
+
+HipsDep = Annotated[HipsService, Depends(get_hips)]
 
 
 def session_id_of(request: Request) -> str | None:

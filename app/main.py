@@ -72,9 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            runtime.tasks.cancel_all()
-            runtime.dispatcher.shutdown()
-            runtime.sessions.close_all()
+            runtime.close()
 
     app = FastAPI(
         title="VisIVO GPU compute server",

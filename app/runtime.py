@@ -1,4 +1,9 @@
-"""The server's live state, built once at start-up and kept on ``app.state.runtime``."""
+"""The server's live state, built once at start-up and kept on ``app.state.runtime``.
+
+Everything with a lifetime lives here — sessions, tasks, the product cache, the dispatcher and
+its pools, resident GPU cubes, the JS9 image cache, HiPS and SAMP — and routes reach it through
+the typed dependencies of :mod:`app.deps`; nothing is created lazily by a router.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,9 @@ from app.compute.dispatch import Dispatcher, JobContext
 from app.compute.product_cache import ProductCache
 from app.compute.residency import ResidentCubes
 from app.compute.slab_runner import upload_cube
+from app.services.hips import HipsConfig, HipsService
 from app.services.js9.images import ImageCache
+from app.services.samp import SampConfig, SampService
 from app.services.sessions import SessionRegistry
 from app.services.tasks import TaskRegistry
 from app.settings import Settings
@@ -32,6 +39,10 @@ class Runtime:
     residency: ResidentCubes = field(default_factory=lambda: ResidentCubes(lambda device: 0))
     #: FITS images opened by the JS9 tasks, kept between requests.
     js9_images: ImageCache = field(default_factory=ImageCache)
+    #: HiPS surveys, their HTTP client and disk cache (built by :func:`build_runtime`).
+    hips: HipsService | None = None
+    #: The server's SAMP presence (built by :func:`build_runtime`).
+    samp: SampService | None = None
     started_at: float = field(default_factory=time.time)
     version: str = VERSION
 
@@ -51,6 +62,16 @@ class Runtime:
             return get
 
         return for_context
+
+    def close(self) -> None:
+        """Stop everything the runtime started (tasks, pools, hub connection, HTTP clients, files)."""
+        self.tasks.cancel_all()
+        self.dispatcher.shutdown()
+        if self.samp is not None:
+            self.samp.close()
+        if self.hips is not None:
+            self.hips.close()
+        self.sessions.close_all()
 
     @property
     def roots(self) -> tuple:
@@ -76,7 +97,7 @@ def build_runtime(settings: Settings, token: str, backend: Backend | None = None
     settings.output_dir.mkdir(parents=True, exist_ok=True)
     totals = {d.index: d.total_memory for d in backend.devices}
     fraction = settings.gpu_memory_fraction
-    return Runtime(
+    runtime = Runtime(
         residency=ResidentCubes(lambda device: int(fraction * totals.get(device, 0))),
         settings=settings,
         token=token,
@@ -85,3 +106,6 @@ def build_runtime(settings: Settings, token: str, backend: Backend | None = None
         cache=ProductCache(settings.product_cache_capacity),
         tasks=TaskRegistry(settings.task_ttl_seconds, settings.task_status_style),
     )
+    runtime.hips = HipsService(HipsConfig.from_settings(settings), runtime.roots)
+    runtime.samp = SampService(SampConfig.from_settings(settings), runtime.roots, runtime.sessions)
+    return runtime

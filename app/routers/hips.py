@@ -8,50 +8,18 @@ worker thread of the server's pool, never the event loop nor the compute pools.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from app.deps import get_runtime, session_id_of
+from app.deps import get_hips, get_runtime, session_id_of
 from app.errors import InvalidRequest
 from app.io.paths import confine
 from app.responses import ok
-from app.services.hips import HipsConfig, HipsService, allsky, coverage, overlay
+from app.services.hips import HipsService, allsky, coverage, overlay
 
-_CREATE_LOCK = threading.Lock()
-
-
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Close the HTTP client of the HiPS service (if one was created) at shutdown."""
-    try:
-        yield
-    finally:
-        service = getattr(app.state, "hips", None)
-        if service is not None:
-            service.close()
-            app.state.hips = None
-
-
-router = APIRouter(prefix="/v1/hips", tags=["hips"], lifespan=_lifespan)
-
-
-def get_hips(request: Request) -> HipsService:
-    """The app's HiPS service, created on first use from the runtime's settings and roots."""
-    app = request.app
-    service = getattr(app.state, "hips", None)
-    if service is None:
-        with _CREATE_LOCK:
-            service = getattr(app.state, "hips", None)
-            if service is None:
-                runtime = get_runtime(request)
-                service = HipsService(HipsConfig.from_settings(runtime.settings), runtime.roots)
-                app.state.hips = service
-    return service
+router = APIRouter(prefix="/v1/hips", tags=["hips"])
 
 
 def _alias(*names: str) -> Any:

@@ -10,24 +10,19 @@ demands the API token (file downloads by token excepted, since peers cannot send
 from __future__ import annotations
 
 import ipaddress
-import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from app.auth import require_token
-from app.deps import get_runtime, session_id_of
+from app.deps import get_samp, session_id_of
 from app.errors import ApiError
 from app.responses import ok
-from app.services.samp import SampConfig, SampService
+from app.services.samp import SampService
 from app.services.samp.upload import receive_upload
-
-_CREATE_LOCK = threading.Lock()
 
 
 class Forbidden(ApiError):
@@ -62,33 +57,7 @@ async def loopback_only(request: Request) -> None:
         raise Forbidden("Cross-origin requests to SAMP routes are refused.")
 
 
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Unregister from the hub and stop the watchdog (if the SAMP service was created) at shutdown."""
-    try:
-        yield
-    finally:
-        service = getattr(app.state, "samp", None)
-        if service is not None:
-            service.close()
-            app.state.samp = None
-
-
-router = APIRouter(prefix="/v1/samp", tags=["samp"], dependencies=[Depends(loopback_only)], lifespan=_lifespan)
-
-
-def get_samp(request: Request) -> SampService:
-    """The app's SAMP service, created on first use from the runtime's settings, roots and sessions."""
-    app = request.app
-    service = getattr(app.state, "samp", None)
-    if service is None:
-        with _CREATE_LOCK:
-            service = getattr(app.state, "samp", None)
-            if service is None:
-                runtime = get_runtime(request)
-                service = SampService(SampConfig.from_settings(runtime.settings), runtime.roots, runtime.sessions)
-                app.state.samp = service
-    return service
+router = APIRouter(prefix="/v1/samp", tags=["samp"], dependencies=[Depends(loopback_only)])
 
 
 async def samp_service(request: Request) -> SampService:

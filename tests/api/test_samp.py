@@ -174,7 +174,7 @@ def _wait_inbox(client: TestClient, count: int, timeout: float = 5.0) -> list[di
 
 def _service(client: TestClient):  # noqa: ANN202 (the app's SampService)
     client.get("/v1/samp/status")
-    return client.app.state.samp
+    return client.app.state.runtime.samp
 
 
 # -- access -------------------------------------------------------------------------------------
