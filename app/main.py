@@ -23,7 +23,6 @@ from app.routers import (
     catalogue,
     cosmology,
     datasets,
-    files,
     hips,
     js9,
     meta,
@@ -40,7 +39,7 @@ log = logging.getLogger("visivo")
 
 #: Routers that require ``X-Visivo-Token`` (every one except SAMP).
 AUTHENTICATED_ROUTERS = [
-    meta.router, files.router, datasets.router, spectral.router, tasks.router,
+    meta.router, datasets.router, spectral.router, tasks.router,
     catalogue.router, vbt.router, cosmology.router, resolve.router, hips.router,
 ]
 

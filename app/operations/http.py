@@ -11,9 +11,9 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
@@ -68,7 +68,9 @@ def _endpoint(op: type[Operation], route: Route | None) -> Callable[..., Any]:
 
     params = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)]
     params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=str) for n in names]
-    params.append(inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=op.Request))
+    # GET routes take the request model's fields as query parameters, the others as a JSON body.
+    body_type = Annotated[op.Request, Query()] if path and route.method == "GET" else op.Request
+    params.append(inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=body_type))
     endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     endpoint.__name__ = f"{op.name}_{'task' if route is None else route.method.lower()}"
     return endpoint

@@ -1,43 +1,37 @@
-"""Opening FITS images and cubes."""
+"""An open dataset: inspect and close (opening is the ``dataset_open`` operation)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict
+from fastapi import APIRouter, Request
+from pydantic import Field
 
-from app.deps import dataset_for, get_runtime, session_id_of
-from app.responses import ok
-from app.runtime import Runtime
-from app.services.datasets import open_dataset
+from app.deps import RuntimeDep, dataset_for
+from app.operations.defs._files import OpenResponse
+from app.operations.http import STANDARD_ERRORS, respond
+from app.operations.models import Envelope
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
-
-
-class OpenRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    path: str
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=STANDARD_ERRORS)
 
 
-@router.post("/open")
-async def open_fits(body: OpenRequest, request: Request, runtime: Runtime = Depends(get_runtime)) -> dict:
-    """Open a FITS image or cube (2-D, 3-D, 4-D with degenerate axes, gzip) in the caller's session."""
-    dataset = await runtime.dispatcher.run_interactive(
-        open_dataset, runtime.sessions, runtime.roots, body.path, session_id_of(request)
-    )
-    return ok(dataset.info, dataset_id=dataset.dataset_id, session_id=dataset.session_id, path=str(dataset.path))
+class ClosedResponse(Envelope):
+    """A dataset was closed and its file handle (and GPU copy) freed."""
+
+    dataset_id: str = Field(description="The closed dataset.")
+    closed: bool = Field(True, description="Always true.")
 
 
-@router.get("/{dataset_id}")
-async def dataset_info(dataset_id: str, request: Request) -> dict:
+@router.get("/{dataset_id}", response_model=OpenResponse)
+async def dataset_info(dataset_id: str, request: Request):  # noqa: ANN201
     """The open response of a dataset of the caller's session (404 for unknown or foreign)."""
     dataset = dataset_for(request, dataset_id)
-    return ok(dataset.info, dataset_id=dataset.dataset_id, session_id=dataset.session_id, path=str(dataset.path))
+    return respond(OpenResponse, {"valid": True, "error": "", **dataset.info, "dataset_id": dataset.dataset_id,
+                                  "session_id": dataset.session_id, "path": str(dataset.path)})
 
 
-@router.delete("/{dataset_id}")
-async def close_dataset(dataset_id: str, request: Request, runtime: Runtime = Depends(get_runtime)) -> dict:
+@router.delete("/{dataset_id}", response_model=ClosedResponse)
+async def close_dataset(dataset_id: str, request: Request, runtime: RuntimeDep):  # noqa: ANN201
     """Close a dataset of the caller's session and free its file handle."""
     dataset = dataset_for(request, dataset_id)
     runtime.sessions.remove_dataset(dataset)
     runtime.residency.evict_prefix(f"{dataset.dataset_id}:")  # free its device-resident copy, if any
-    return ok(dataset_id=dataset_id, closed=True)
+    return respond(ClosedResponse, {"valid": True, "error": "", "dataset_id": dataset_id, "closed": True})
