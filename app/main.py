@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.auth import require_token, resolve_token, write_token_file
+from app.docs import install_docs
 from app.errors import ApiError
 from app.operations.http import build_router
 from app.responses import SafeJSONResponse, failure
@@ -113,10 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(samp.router)  # token-free (a local SAMP hub calls it); answers loopback clients only
     app.include_router(js9.router)  # API routes check the token themselves; the /js9/ static viewer is token-free
 
-    @app.get("/v1/openapi.json", dependencies=[Depends(require_token)], include_in_schema=False)
-    async def openapi() -> dict:
-        return app.openapi()
-
+    install_docs(app)  # /docs, /redoc, /openapi.json (token-free, offline assets); /v1/openapi.json (token)
     return app
 
 
