@@ -44,6 +44,11 @@ def _cases(cube: np.ndarray, v: np.ndarray, w: np.ndarray) -> dict[str, list[tup
     }
 
 
+def selftest_modules() -> set[str]:
+    """Kernel modules the start-up self-test exercises."""
+    return set(_cases(*tiny_cube()))
+
+
 def _flatten(result: Any) -> list[np.ndarray]:
     if isinstance(result, dict):
         return [x for k in sorted(result) for x in _flatten(result[k])]

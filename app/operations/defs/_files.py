@@ -14,7 +14,7 @@ FILE_CAPABILITY = Capability(
 )
 
 
-class PathRequest(ApiRequest):
+class FilePathRequest(ApiRequest):
     """A file or directory inside the configured data roots (or the output directory)."""
 
     model_config = example(path="ngc5921_hi_cube.fits.gz")

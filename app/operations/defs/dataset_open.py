@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.operations.base import Call, Operation, Plan, Route
-from app.operations.defs._files import FILE_CAPABILITY, OpenResponse, PathRequest
+from app.operations.defs._files import FILE_CAPABILITY, FilePathRequest, OpenResponse
 from app.services.datasets import open_dataset
 
 
@@ -17,11 +17,11 @@ class DatasetOpen(Operation):
     tag = "datasets"
     capability = FILE_CAPABILITY
     cached = False
-    Request = PathRequest
+    Request = FilePathRequest
     Response = OpenResponse
     routes = (Route("POST", "/v1/datasets/open", "Open a FITS image or cube"),)
 
-    def plan(self, call: Call, body: PathRequest) -> Plan:
+    def plan(self, call: Call, body: FilePathRequest) -> Plan:
         runtime, session_id = call.runtime, call.session_id
 
         def job(ctx: object) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from app.operations.base import Call, Operation, Plan, Route
-from app.operations.defs._files import FILE_CAPABILITY, PathRequest
+from app.operations.defs._files import FILE_CAPABILITY, FilePathRequest
 from app.operations.models import Envelope
 from app.services import files
 
@@ -24,10 +24,10 @@ class FilesHeader(Operation):
     tag = "files"
     capability = FILE_CAPABILITY
     cached = False
-    Request = PathRequest
+    Request = FilePathRequest
     Response = HeaderResponse
     routes = (Route("POST", "/v1/files/header", "FITS header of a file"),)
 
-    def plan(self, call: Call, body: PathRequest) -> Plan:
+    def plan(self, call: Call, body: FilePathRequest) -> Plan:
         roots = call.runtime.roots
         return Plan([], {}, job=lambda ctx: files.header_cards(roots, body.path))
