@@ -18,19 +18,19 @@ float64 throughout, compiled without FMA contraction so that the arithmetic matc
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-from cpu_fallback import linewidth as _cpu
+from kernel_common.constants import FWHM_PER_SIGMA as FWHM_PER_SIGMA
+from kernel_common.constants import MAD_TO_SIGMA
+from kernel_common.linefit import SpectralAxis, fit_defines
+from kernel_common.rawcache import raw_kernel
+from kernel_common.robust import row_median_mad
 
 _Array = Any
 
-FWHM_PER_SIGMA = 2.3548200450309493
-MAD_TO_SIGMA = 1.4826
 _THREADS = 128
 
 _SOURCE = r"""
-#define FWHM_PER_SIGMA 2.3548200450309493
 #define VISIVO_NANF __int_as_float(0x7fc00000)
 
 struct LwSums { double chi2, t0, t1, t2, t3, t4, s0, s1, s2, s3, s4; };
@@ -284,29 +284,14 @@ extern "C" __global__ void KERNEL_NAME(
 """
 
 
-def _defines() -> str:
-    """The fit constants of the CPU reference, as ``#define`` lines."""
-    c = _cpu
-    values = {
-        "LAMBDA0": c._LAMBDA0, "LAMBDA_MIN": c._LAMBDA_MIN, "LAMBDA_MAX": c._LAMBDA_MAX, "FTOL": c._FTOL,
-        "XTOL": c._XTOL, "STAT_TOL": c._STAT_TOL, "WIN_SIGMA": c._WIN_SIGMA, "COVER_SIGMA": c._COVER_SIGMA,
-        "WIN_STEP": c._WIN_STEP, "MAX_ROUNDS": c._MAX_ROUNDS, "MIN_SAMPLES": c._MIN_SAMPLES,
-    }  # fmt: skip
-    return "".join(f"#define {k} {v!r}\n" for k, v in values.items())
-
-
-def _source(data_t: str, name: str) -> str:
-    """Complete CUDA source of the kernel ``name`` for samples of type ``data_t``."""
-    return f"#define DATA_T {data_t}\n" + _defines() + _SOURCE.replace("KERNEL_NAME", name)
-
-
-@functools.cache
 def _kernel(data_t: str) -> Any:
-    """Compiled ``visivo_linewidth_lm_<type>`` (memoised; CuPy caches per device)."""
-    import cupy as cp
+    """Compiled ``visivo_linewidth_lm_<type>`` for the current device (memoised per device).
 
-    name = f"visivo_linewidth_lm_{data_t}"
-    return cp.RawModule(code=_source(data_t, name), options=("--fmad=false",)).get_function(name)
+    The fit constants of :mod:`kernel_common.linefit` become ``#define`` lines; no FMA
+    contraction, so the arithmetic matches NumPy's.
+    """
+    return raw_kernel(f"linewidth_lm_{data_t}", _SOURCE, defines=(("DATA_T", data_t), *fit_defines()),
+                      options=("--fmad=false",))
 
 
 def equivalent_width(cube: _Array, widths: _Array, *, snr_cut: float = 0.0, threshold: float | None = None) -> _Array:
@@ -357,7 +342,7 @@ def _run(cube, coords, widths, snr_cut, threshold, max_iter, *, fit: bool):
         raise ValueError(f"coords must have shape ({nz},), got {x.shape}")
     if npix == 0 or nz == 0:
         return cp.full((ny, nx), cp.nan, cp.float32), cp.full((ny, nx), cp.nan, cp.float32)
-    axis = _cpu._Axis(x, dv_host)  # the same sorted axis as the CPU reference, on the host
+    axis = SpectralAxis(x, dv_host)  # the same sorted axis as the CPU reference, on the host
     data_t = "float" if a.dtype == cp.float32 else "double"
     flat = cp.ascontiguousarray(a.reshape(nz, npix), dtype=cp.float32 if data_t == "float" else cp.float64)
     fwhm = cp.empty(npix, dtype=cp.float32)
@@ -387,14 +372,5 @@ def _noise(flat: Any) -> Any:
     """``1.4826 * MAD`` of the finite samples of each spectrum (columns of ``flat``), float64."""
     import cupy as cp
 
-    y = flat.T.astype(cp.float64)
-    fin = cp.isfinite(y)
-    n = fin.sum(axis=1)
-    lo, hi = ((cp.maximum(n, 1) - 1) // 2)[:, None], (n // 2)[:, None]
-    s = cp.sort(cp.where(fin, y, cp.inf), axis=1)
-    med = 0.5 * (cp.take_along_axis(s, lo, 1) + cp.take_along_axis(s, hi, 1))
-    med = cp.where(n[:, None] > 0, med, 0.0)
-    cols = cp.arange(y.shape[1])[None, :]
-    d = cp.sort(cp.where(cols < n[:, None], cp.abs(s - med), cp.inf), axis=1)
-    mad = 0.5 * (cp.take_along_axis(d, lo, 1) + cp.take_along_axis(d, hi, 1))[:, 0]
-    return cp.ascontiguousarray(MAD_TO_SIGMA * cp.where(n > 0, mad, cp.nan))
+    mad = row_median_mad(flat.T.astype(cp.float64), cp)[1]
+    return cp.ascontiguousarray(MAD_TO_SIGMA * mad)
