@@ -54,11 +54,20 @@ and the data are divided by the peak (``y = I / peak``). Unused samples are skip
    ``|u - mu| <= 5 sigma`` (step 3 without the run). Steps 4 and 5 give a pixel at most two
    new windows; after that a converged fit stands and a fit leaving its window fails.
 6. ``A <= 0``, ``mu`` outside the axis or ``sigma`` outside ``[sigma_min, span]`` -> FWHM NaN.
+7. *Acceptance* (:func:`kernel_common.linefit.significant`, the same array code in both trees):
+   only a significant, well-constrained fit keeps its FWHM -- centre inside the axis, FWHM from
+   ``2.3548 sigma_min`` to the window width (the channel range given), fitted peak ``>= 3`` and
+   integrated SNR over ``+-1 FWHM`` ``>= 6`` times the robust noise of the fit residuals, and
+   ``A >= 3 sigma_A``; every other pixel is NaN (pure noise: ~1e-4 of the pixels pass).
 
 The window keeps every sample within ``4.5 sigma`` of the line (the model is below ``e^-10``
 of the peak beyond), so the result is the whole-spectrum least-squares fit to far better
 than its statistical error (on NGC 5921 within 1.2e-4 of ``scipy.optimize.curve_fit``
 over the whole spectrum), at the cost of a few dozen channels per pixel.
+
+Modules: this driver, :mod:`cpu_fallback.linewidth_scan` (whole-spectrum pass, robust noise),
+:mod:`cpu_fallback.linewidth_windows` (fit windows, LM sums), :mod:`cpu_fallback.linewidth_lm`
+(LM steps); the axis, the constants and the acceptance rule are in :mod:`kernel_common.linefit`.
 
 Vectorisation: batches of ``2**16`` pixels. The whole-spectrum statistics run channel-major
 on blocks of 2048 pixels (the robust noise sorts a transposed copy of each spectrum once and

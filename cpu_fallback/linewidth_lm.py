@@ -19,6 +19,8 @@ from kernel_common.linefit import (
     MIN_SAMPLES,
     STAT_TOL,
     XTOL,
+    check_columns,
+    significant,
 )
 
 
@@ -43,6 +45,12 @@ def _fit_batch(flat, subs, axis, thr, max_iter, fwhm_out, buf):
     a, mu, sig = p[0], p[1], np.abs(p[2])
     u = axis.u
     good = np.isfinite(a) & (a > 0) & (mu >= u[0]) & (mu <= u[-1]) & (sig >= axis.sig_min) & (sig <= axis.span)
+    par = np.stack([a, mu, sig, cat["inv"]])
+    idx = np.flatnonzero(good)
+    step = check_columns(axis.n)
+    for j0 in range(0, idx.size, step):  # the shared significance rule (kernel_common.linefit)
+        k = idx[j0 : j0 + step]
+        good[k] = significant(flat[:, fit.pix[k]], par[:, k], axis, thr, np)
     fwhm_out[fit.pix] = np.where(good, FWHM_PER_SIGMA * axis.half * sig, np.nan)
 
 

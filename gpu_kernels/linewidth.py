@@ -12,8 +12,10 @@ window per Levenberg-Marquardt evaluation, and follows the CPU reference step fo
 start, window rule, sums (each in channel order, unused samples skipped where the CPU adds
 exact zeros), Newton / Gauss-Newton step, damping schedule, stopping rules and re-windowing,
 float64 throughout, compiled without FMA contraction so that the arithmetic matches NumPy's
-(only ``exp`` may differ in the last bit). Only the robust noise (a row sort, as in
-:mod:`gpu_kernels.noise`) runs as CuPy array code before the launch.
+(only ``exp`` may differ in the last bit). Only the robust noise (a row sort,
+:mod:`kernel_common.robust`) runs as CuPy array code before the launch; after it, the kernel's
+fitted parameters go through the acceptance rule :func:`kernel_common.linefit.significant` --
+the same array code the CPU tree runs, here with CuPy.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from kernel_common.constants import FWHM_PER_SIGMA as FWHM_PER_SIGMA
 from kernel_common.constants import MAD_TO_SIGMA
-from kernel_common.linefit import SpectralAxis, fit_defines
+from kernel_common.linefit import SpectralAxis, check_columns, fit_defines, significant
 from kernel_common.rawcache import raw_kernel
 from kernel_common.robust import row_median_mad
 
@@ -174,7 +176,7 @@ extern "C" __global__ void KERNEL_NAME(
         const double* __restrict__ noise, const long long npix, const int nz, const int use_thr,
         const double thr, const double snr_cut, const int uniform, const double half_span,
         const double sig_min, const double span, const int max_iter, const int do_fit,
-        float* __restrict__ fwhm, float* __restrict__ ew) {
+        float* __restrict__ fwhm, float* __restrict__ ew, double* __restrict__ par) {
     long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= npix) return;
     LwPix px = {cube + p, npix, perm, use_thr, thr};
@@ -278,8 +280,11 @@ extern "C" __global__ void KERNEL_NAME(
         if (count < MIN_SAMPLES) return;
     }
     double sg = fabs(q2);
-    if (isfinite(q0) && q0 > 0 && q1 >= u[0] && q1 <= u[nz - 1] && sg >= sig_min && sg <= span)
+    if (isfinite(q0) && q0 > 0 && q1 >= u[0] && q1 <= u[nz - 1] && sg >= sig_min && sg <= span) {
         fwhm[p] = (float)(FWHM_PER_SIGMA * half_span * sg);
+        /* the fit for the shared significance rule (kernel_common.linefit.significant) */
+        par[p] = q0; par[npix + p] = q1; par[2 * npix + p] = sg; par[3 * npix + p] = inv;
+    }
 }
 """
 
@@ -348,15 +353,22 @@ def _run(cube, coords, widths, snr_cut, threshold, max_iter, *, fit: bool):
     fwhm = cp.empty(npix, dtype=cp.float32)
     ew = cp.empty(npix, dtype=cp.float32)
     noise = _noise(flat) if snr_cut > 0 else cp.zeros(npix)
+    par = cp.full((4, npix), cp.nan)  # A / peak, mu, |sigma| (scaled axis), 1 / peak of each fit
     args = (
         flat, cp.asarray(axis.perm.astype(np.int32)), cp.asarray(axis.u), cp.asarray(axis.du),
         cp.asarray(axis.udu), cp.asarray(axis.dv), noise, np.int64(npix), np.int32(nz),
         np.int32(threshold is not None), np.float64(0.0 if threshold is None else threshold),
         np.float64(snr_cut), np.int32(axis.uniform), np.float64(axis.half), np.float64(axis.sig_min),
-        np.float64(axis.span), np.int32(max_iter), np.int32(fit), fwhm, ew,
+        np.float64(axis.span), np.int32(max_iter), np.int32(fit), fwhm, ew, par,
     )  # fmt: skip
     _check_contiguous(args)
     _kernel(data_t)(((npix + _THREADS - 1) // _THREADS,), (_THREADS,), args)
+    if fit:  # the shared acceptance rule, as array code over column chunks (no host sync)
+        step = check_columns(nz)
+        for j0 in range(0, npix, step):
+            s = slice(j0, j0 + step)
+            ok = significant(flat[:, s], par[:, s], axis, threshold, cp)
+            fwhm[s] = cp.where(ok, fwhm[s], cp.float32(cp.nan))
     return fwhm.reshape(ny, nx), ew.reshape(ny, nx)
 
 

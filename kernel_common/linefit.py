@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from kernel_common.constants import FWHM_PER_SIGMA
+from kernel_common.constants import FWHM_PER_SIGMA, MAD_TO_SIGMA
+from kernel_common.robust import row_median_mad
 
 #: Levenberg-Marquardt: initial, smallest and largest damping; relative chi^2 and step tolerances.
 LAMBDA0, LAMBDA_MIN, LAMBDA_MAX, FTOL, XTOL = 1e-3, 1e-12, 1e12, 1e-12, 1e-9
@@ -95,3 +96,89 @@ def fit_defines() -> tuple[tuple[str, Any], ...]:
         ("WIN_STEP", WIN_STEP), ("MAX_ROUNDS", MAX_ROUNDS), ("MIN_SAMPLES", MIN_SAMPLES),
         ("FWHM_PER_SIGMA", FWHM_PER_SIGMA),
     )  # fmt: skip
+
+
+#: Detection: the line's integrated signal-to-noise over ``|v - mu| <= FWHM`` must reach this.
+DETECT_SNR = 6.0
+#: Detection: the fitted peak ``A`` must reach this many times the robust noise ``sigma_N``.
+PEAK_SNR = 3.0
+#: Constraint: the fitted amplitude must be at least this many times its 1-sigma uncertainty.
+AMP_SNR = 3.0
+#: float64 elements per chunk of :func:`significant` (bounds its temporaries).
+CHECK_ELEMENTS = 1 << 20
+
+
+def check_columns(nz: int) -> int:
+    """Pixels per chunk of :func:`significant` for ``nz`` channels (at least 1)."""
+    return max(1, CHECK_ELEMENTS // max(1, nz))
+
+
+def significant(y: Any, par: Any, axis: SpectralAxis, threshold: float | None, xp: Any) -> Any:
+    """Which finished fits are significant detections with a well-constrained amplitude.
+
+    Applied by both kernel trees, as this same array code, to every fit the LM returned.
+    With the used samples of a spectrum (finite, ``>= threshold`` when given) scaled to
+    ``y_i = I_i / peak`` on the scaled axis ``u``, the fit ``f_i = A g_i``,
+    ``g_i = exp(-z_i^2 / 2)``, ``z_i = (u_i - mu) / sigma``, and the noise
+    ``s = 1.4826 MAD(y_i - f_i)`` of the fit residuals (robust; unlike the MAD of the
+    spectrum itself it is not inflated by a line that fills the window), a fit is kept when
+
+    * *bounds*: ``u[0] <= mu <= u[-1]`` (centre inside the channel range) and
+      ``sig_min <= |sigma| <= sig_max`` (FWHM from 1.18 of the narrowest channel to the
+      window width; the LM itself bounds ``|sigma|`` only by the span, so that its path
+      does not depend on this rule);
+    * *detection* (noise rarely passes it): the fitted peak ``A >= PEAK_SNR s`` (3: the
+      peak SNR of the spectrum smoothed by the fitted line profile) and the integrated SNR
+      over the line ``sum y_i du_i / (s sqrt(sum du_i^2)) >= DETECT_SNR`` (6) over the used
+      channels with ``|u_i - mu| <= FWHM`` (+-2.35 sigma, 98 % of the line's flux). For pure
+      noise the latter is a normal deviate: a 6-sigma excursion has probability 1e-9 per
+      trial, so even the best of the few hundred windows a spectrum offers rarely passes;
+    * *constraint*: ``A >= AMP_SNR sigma_A`` (3), with the amplitude's 1-sigma error
+      ``sigma_A = s sqrt((J^T J)^-1_00)`` from the Jacobian ``J = [g, A g z / sigma,
+      A g z^2 / sigma]`` over the used channels (``(J^T J)^-1_00 = (S2 S4 - S3^2) / det S``
+      with ``S_k = sum g^2 z^k``: the ``A / sigma`` factors cancel).
+
+    Parameters
+    ----------
+    y : array
+        ``(nz, m)`` samples (data units) in the *original* channel order (``axis.u_orig``).
+    par : array
+        ``(4, m)`` float64 ``A`` (relative to the peak), ``mu``, ``|sigma|`` (scaled axis
+        units) and ``1 / peak``; NaN where there is no fit.
+    axis : SpectralAxis
+        The kernel's axis.
+    threshold : float or None
+        The sample mask of the kernel (``I >= threshold``).
+    xp : module
+        ``numpy`` or ``cupy``.
+
+    Returns
+    -------
+    array of bool
+        ``(m,)``: True where the fit is kept.
+    """
+    amp, mu, sig, inv = par[0], par[1], par[2], par[3]
+    y64 = y.astype(xp.float64)
+    used = xp.isfinite(y64)
+    if threshold is not None:
+        used &= y64 >= float(threshold)  # compared in float64, as the kernels do
+    yv = xp.where(used, y64, 0.0) * inv
+    u = xp.asarray(axis.u_orig)[:, None]
+    du = xp.asarray(axis.du_orig)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        z = (u - mu) / sig
+        g = xp.where(used, xp.exp(-0.5 * (z * z)), 0.0)
+        s = MAD_TO_SIGMA * row_median_mad((yv - amp * g).T, xp, valid=used.T, min_count=2)[1]
+        g2 = g * g
+        s0, s1, s2 = g2.sum(axis=0), (g2 * z).sum(axis=0), (g2 * z * z).sum(axis=0)
+        s3, s4 = (g2 * z**3).sum(axis=0), (g2 * z**4).sum(axis=0)
+        minor = s2 * s4 - s3 * s3
+        det = s0 * minor - s1 * (s1 * s4 - s3 * s2) + s2 * (s1 * s3 - s2 * s2)
+        sigma_a = s * xp.sqrt(minor / det)
+        line = used & (xp.abs(u - mu) <= FWHM_PER_SIGMA * sig)
+        flux = xp.where(line, yv * du, 0.0).sum(axis=0)
+        flux_err = s * xp.sqrt(xp.where(line, du * du, 0.0).sum(axis=0))
+        inside = (mu >= axis.u[0]) & (mu <= axis.u[-1]) & (sig >= axis.sig_min) & (sig <= axis.sig_max)
+        detected = (amp >= PEAK_SNR * s) & (flux >= DETECT_SNR * flux_err) & (flux > 0)
+        constrained = (det > 0) & (minor > 0) & (amp >= AMP_SNR * sigma_a)
+    return xp.isfinite(amp) & xp.isfinite(s) & inside & detected & constrained

@@ -92,7 +92,7 @@ def assemble(dataset: Dataset, params: LinewidthParams, parts: list[dict[str, An
             full[name][y0:y1] = part["maps"][name]
     unit = parts[0]["unit"] if parts else ""
     body: dict[str, Any] = {
-        "width": nx, "height": ny, "scalar_type": "float32", "method": params.method,
+        "width": nx, "height": ny, "scalar_type": "float32", "method": params.method or "fwhm+ew",
         "fwhm_unit": unit, "ew_unit": unit, "bunit": dataset.info.get("bunit", ""),
         "channel_start": params.channel_start, "channel_end": params.channel_end,
         "snr_cut": params.snr_cut, "threshold_used": params.threshold,
