@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernel_common.linalg import cholesky_solve
+from kernel_common.robust import row_median
+
 _Array = np.ndarray
 _METHODS = ("polynomial", "median")
 _BLOCK_ELEMENTS = 1 << 20
@@ -160,11 +163,11 @@ def _fit_block(y: np.ndarray, v: np.ndarray, method: str) -> np.ndarray:
     fin = np.isfinite(y)
     n = fin.sum(axis=0)
     if method == "median":
-        coef = _median_rows(np.where(fin, y, np.inf).T, n)[None, :]
+        coef = row_median(y.T, np, valid=fin.T)[None, :]
     else:
         w = fin.astype(np.float64)
         gram = w.T @ (v[:, :, None] * v[:, None, :]).reshape(nl, k * k)
-        coef = _cholesky_solve(gram.reshape(-1, k, k), np.where(fin, y, 0.0).T @ v).T
+        coef = cholesky_solve(gram.reshape(-1, k, k), np.where(fin, y, 0.0).T @ v, np).T
     return np.where((n < k + 1)[None, :], np.nan, coef)
 
 
@@ -173,34 +176,3 @@ def _t(c: np.ndarray, lf: np.ndarray) -> np.ndarray:
     lo, hi = float(lf[0]), float(lf[-1])
     c = np.asarray(c, dtype=np.float64)
     return (2.0 * c - (lo + hi)) / (hi - lo) if hi > lo else np.zeros_like(c)
-
-
-def _cholesky_solve(g: np.ndarray, r: np.ndarray, xp=np) -> np.ndarray:
-    """Solve the SPD systems ``g[p] x[p] = r[p]`` (``(n, k, k)``, ``(n, k)``); NaN if singular.
-
-    ``xp`` is the array namespace (NumPy here; :mod:`gpu_kernels.baseline` passes CuPy), so both trees
-    run the same batched Cholesky, ``k`` small-array operations per step, no pixel loop.
-    """
-    n, k = r.shape
-    low = xp.zeros_like(g)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for j in range(k):
-            d = g[:, j, j] - xp.sum(low[:, j, :j] ** 2, axis=1)
-            low[:, j, j] = xp.sqrt(xp.where(d > 0, d, xp.nan))
-            for i in range(j + 1, k):
-                low[:, i, j] = (g[:, i, j] - xp.sum(low[:, i, :j] * low[:, j, :j], axis=1)) / low[:, j, j]
-        z = xp.empty((n, k))
-        for i in range(k):
-            z[:, i] = (r[:, i] - xp.sum(low[:, i, :i] * z[:, :i], axis=1)) / low[:, i, i]
-        x = xp.empty((n, k))
-        for i in range(k - 1, -1, -1):
-            x[:, i] = (z[:, i] - xp.sum(low[:, i + 1 :, i] * x[:, i + 1 :], axis=1)) / low[:, i, i]
-    return x
-
-
-def _median_rows(s: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Median of the first ``n`` finite values of each row (blanks already ``+inf``)."""
-    s = np.sort(s, axis=1)
-    lo, hi = ((np.maximum(n, 1) - 1) // 2)[:, None], (n // 2)[:, None]
-    med = 0.5 * (np.take_along_axis(s, lo, 1) + np.take_along_axis(s, hi, 1))[:, 0]
-    return np.where(n > 0, med, np.nan)

@@ -56,74 +56,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
+
+from kernel_common.moment_plans import plan_casa
 
 #: Array type of this tree (the GPU tree uses ``cupy.ndarray``).
 _Array = np.ndarray
 
-#: Moment numbers understood by CASA ``immoments``.
-CASA_MOMENTS: frozenset[int] = frozenset(range(-1, 12))
 
 #: Voxels per work tile (float64 temporaries of this size live at once).
 _TILE_VOXELS = 1 << 21
-
-
-def _pixel_range(values: float | Sequence[float] | None) -> tuple[float, float] | None:
-    """Interpret an immoments ``includepix``/``excludepix`` value.
-
-    Parameters
-    ----------
-    values : float, sequence of float or None
-        ``None``, ``-1`` or ``[-1]`` mean "no range"; one other value ``v`` means
-        ``[-|v|, |v|]``; two values are the range in either order (data units).
-
-    Returns
-    -------
-    tuple of float or None
-        ``(lo, hi)`` with ``lo <= hi``, or None.
-    """
-    if values is None:
-        return None
-    vals = [float(v) for v in np.atleast_1d(np.asarray(values, dtype=np.float64))]
-    if len(vals) == 1:
-        return None if vals[0] == -1.0 else (-abs(vals[0]), abs(vals[0]))
-    if len(vals) == 2:
-        return min(vals), max(vals)
-    raise ValueError(f"a pixel range has one or two values, got {len(vals)}")
-
-
-def _plan(
-    cube: NDArray[np.floating],
-    coords: ArrayLike,
-    widths: ArrayLike,
-    moments: Iterable[int],
-    include: float | Sequence[float] | None,
-    exclude: float | Sequence[float] | None,
-) -> tuple[tuple[int, ...], NDArray[np.float64], float | None, NDArray[np.float64], tuple | None, bool]:
-    """Validate arguments; return (moments, coords, width, widths, range, is_include)."""
-    if getattr(cube, "ndim", 0) != 3 or cube.shape[0] == 0:
-        raise ValueError(f"expected a (spectral, y, x) cube with >= 1 channel, got {cube.shape}")
-    nz = cube.shape[0]
-    v = np.asarray(coords, dtype=np.float64).reshape(-1)
-    w = np.abs(np.asarray(widths, dtype=np.float64).reshape(-1))
-    if v.shape != (nz,) or w.shape != (nz,):
-        raise ValueError(f"coords and widths must have shape ({nz},)")
-    if not (np.all(np.isfinite(v)) and np.all(np.isfinite(w))):
-        raise ValueError("coords and widths must be finite")
-    moms = tuple(sorted({int(m) for m in moments}))
-    if not moms or not set(moms) <= CASA_MOMENTS:
-        raise ValueError(f"moments must be a non-empty subset of -1..11, got {moms}")
-    inc, exc = _pixel_range(include), _pixel_range(exclude)
-    if inc is not None and exc is not None:
-        raise ValueError("only one of include or exclude may be given (as in immoments)")
-    rng = inc if inc is not None else exc
-    if 4 in moms and (rng is None or rng[0] * rng[1] < 0):
-        raise ValueError(
-            "the median coordinate (moment 4) needs an include or exclude range that is "
-            "either all positive or all negative (as in CASA immoments)"
-        )
-    width = float(w[0]) if np.all(w == w[0]) else None
-    return moms, v, width, w, rng, inc is not None
 
 
 def _median(x: NDArray[np.float64], keep: NDArray[np.bool_], n: NDArray[np.int64]) -> NDArray[np.float32]:
@@ -251,7 +193,7 @@ def casa_moment_maps(
     ValueError
         Bad shapes, unknown moments, both ranges, or moment 4 without a one-signed range.
     """
-    moms, v, width, w, rng, is_include = _plan(cube, coords, widths, moments, include, exclude)
+    moms, v, width, w, rng, is_include = plan_casa(cube, coords, widths, moments, include, exclude)
     nz, ny, nx = cube.shape
     out = {m: np.empty((ny, nx), dtype=np.float32) for m in moms}
     rows = max(1, min(ny, _TILE_VOXELS // max(1, nz * nx)))

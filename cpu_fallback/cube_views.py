@@ -10,19 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernel_common.views import check_step
+from kernel_common.views import finite_range as _finite_range
+
 #: Array type of this tree (the GPU tree names ``cupy.ndarray`` the same way, so the
 #: ``inspect.signature`` of every public function is identical in both trees).
 _Array = np.ndarray
-
-#: Elements examined per slab by :func:`finite_range` (bounds temporary memory to ~64 MiB).
-_CHUNK_ELEMENTS = 1 << 23
-
-
-def _slab_rows(shape: tuple[int, ...]) -> int:
-    """Number of leading-axis rows per slab so that a slab holds about ``_CHUNK_ELEMENTS``."""
-    row = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
-    return max(1, _CHUNK_ELEMENTS // max(row, 1))
-
 
 def finite_range(array: _Array) -> tuple[float, float]:
     """Minimum and maximum over the finite values of an array.
@@ -31,37 +24,16 @@ def finite_range(array: _Array) -> tuple[float, float]:
     ----------
     array : numpy.ndarray
         Any shape (a ``(spectral, y, x)`` cube, a ``(y, x)`` plane ...), real dtype, data units.
-        NaN and ±inf are ignored (NaN means blank).
+        NaN and ±inf are ignored (NaN means blank). May be a memmap (read slab by slab, once).
 
     Returns
     -------
     (float, float)
         ``(min, max)`` of the finite values as Python floats, in the data unit; ``(0.0, 0.0)``
         when the array holds no finite value (the ``range_min``/``range_max`` wire rule).
-
-    Notes
-    -----
-    The array is scanned in slabs along axis 0 of about ``2**23`` elements; per slab
-    ``min(where(isfinite(v), v, +inf))`` and ``max(where(isfinite(v), v, -inf))`` are taken, so
-    memory stays bounded and a memmap is read once.
+        Computed by :func:`kernel_common.views.finite_range` with NumPy.
     """
-    a = np.asarray(array)
-    if a.ndim == 0:
-        a = a.reshape(1)
-    if a.size == 0:
-        return 0.0, 0.0
-    lo, hi = np.inf, -np.inf
-    rows = _slab_rows(a.shape)
-    for start in range(0, a.shape[0], rows):
-        slab = np.asarray(a[start : start + rows])
-        finite = np.isfinite(slab)
-        if not finite.any():
-            continue
-        lo = min(lo, float(np.min(slab, initial=np.inf, where=finite)))
-        hi = max(hi, float(np.max(slab, initial=-np.inf, where=finite)))
-    if not np.isfinite(lo):
-        return 0.0, 0.0
-    return float(lo), float(hi)
+    return _finite_range(array, np)
 
 
 def strided_preview(cube: _Array, *, step: int) -> _Array:
@@ -85,12 +57,6 @@ def strided_preview(cube: _Array, *, step: int) -> _Array:
     ValueError
         If ``step`` is not an integer ``>= 1``.
     """
-    s = _check_step(step)
+    s = check_step(step)
     view = np.asarray(cube)[(slice(None, None, s),) * np.ndim(cube)]
     return np.array(view, dtype=np.float32, order="C", copy=True)
-
-
-def _check_step(step: int) -> int:
-    if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 1:
-        raise ValueError(f"step must be an integer >= 1, got {step!r}")
-    return int(step)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernel_common.robust import plane_median_mad
+
 #: Array type of this tree (the GPU tree names ``cupy.ndarray`` the same way, so the
 #: ``inspect.signature`` of every public function is identical in both trees).
 _Array = np.ndarray
@@ -58,38 +60,4 @@ def channel_mad(cube: _Array, *, zero_as_blank: bool = False) -> tuple[_Array, _
     float64 before any arithmetic; for an even count the median is the mean of the two middle
     values. Work is done in slabs of whole channels (about ``2**22`` elements each).
     """
-    a = np.asarray(cube)
-    if a.ndim != 3:
-        raise ValueError(f"channel_mad expects a (spectral, y, x) cube, got shape {a.shape}")
-    nz, npix = a.shape[0], a.shape[1] * a.shape[2]
-    median = np.full(nz, np.nan)
-    mad = np.full(nz, np.nan)
-    if nz == 0 or npix == 0:
-        return median, mad
-    rows = max(1, _CHUNK_ELEMENTS // npix)
-    for z0 in range(0, nz, rows):
-        block = np.asarray(a[z0 : z0 + rows], dtype=np.float64).reshape(-1, npix)
-        median[z0 : z0 + block.shape[0]], mad[z0 : z0 + block.shape[0]] = _rows_median_mad(
-            block, zero_as_blank=zero_as_blank
-        )
-    return median, mad
-
-
-def _rows_median_mad(v: np.ndarray, *, zero_as_blank: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Median and MAD of the finite values of each row of a float64 ``(k, npix)`` array."""
-    ok = np.isfinite(v)
-    if zero_as_blank:
-        zero = ok & (v == 0.0)
-        drop = 2 * zero.sum(axis=1) > ok.sum(axis=1)
-        ok &= ~(zero & drop[:, None])
-    n = ok.sum(axis=1)
-    bad = n < 2
-    lo = (np.maximum(n, 1) - 1)[:, None] // 2
-    hi = (n // 2)[:, None]
-    s = np.sort(np.where(ok, v, np.inf), axis=1)
-    med = 0.5 * (np.take_along_axis(s, lo, axis=1) + np.take_along_axis(s, hi, axis=1))
-    med = np.where(bad[:, None], 0.0, med)  # keeps inf - inf out of the deviations
-    cols = np.arange(v.shape[1])[None, :]
-    dev = np.sort(np.where(cols < n[:, None], np.abs(s - med), np.inf), axis=1)
-    mad = 0.5 * (np.take_along_axis(dev, lo, axis=1) + np.take_along_axis(dev, hi, axis=1))
-    return np.where(bad, np.nan, med[:, 0]), np.where(bad, np.nan, mad[:, 0])
+    return plane_median_mad(cube, np, zero_as_blank=zero_as_blank, chunk_elements=_CHUNK_ELEMENTS)

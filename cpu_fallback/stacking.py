@@ -23,11 +23,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kernel_common.constants import MAD_TO_SIGMA
+from kernel_common.robust import row_median, row_median_mad
+
 _Array = np.ndarray
 _METHODS = ("mean", "median", "weighted_mean")
 _WEIGHT_BY = ("uniform", "rms", "peak")
-#: Robust sigma / MAD for Gaussian noise.
-MAD_TO_SIGMA = 1.4826
 
 
 def mean_spectrum_partial(cube: _Array) -> _Array:
@@ -111,7 +112,7 @@ def stack_weights(spectra: _Array, peaks: _Array, *, weight_by: str = "uniform")
         return np.asarray(peaks, dtype=np.float64).reshape(s.shape[0]).copy()
     if weight_by != "rms":
         raise ValueError(f"weight_by must be one of {_WEIGHT_BY}, got {weight_by!r}")
-    sigma = MAD_TO_SIGMA * _row_mad(s)
+    sigma = MAD_TO_SIGMA * row_median_mad(s, np)[1]
     with np.errstate(divide="ignore", invalid="ignore"):
         return 1.0 / (sigma * sigma)
 
@@ -183,10 +184,7 @@ def _combine(s: np.ndarray, method: str, weights) -> np.ndarray:
         if method == "mean":
             return np.where(cnt > 0, v.sum(axis=0) / cnt, np.nan)
         if method == "median":
-            srt = np.sort(np.where(fin, s, np.inf), axis=0)
-            lo, hi = ((np.maximum(cnt, 1) - 1) // 2)[None], (cnt // 2)[None]
-            med = 0.5 * (np.take_along_axis(srt, lo, 0) + np.take_along_axis(srt, hi, 0))[0]
-            return np.where(cnt > 0, med, np.nan)
+            return row_median(s.T, np, valid=fin.T)
         w = _check_weights(weights, s.shape[0])
         wsum = (fin * w[:, None]).sum(axis=0)
         return np.where(wsum > 0, (v * w[:, None]).sum(axis=0) / wsum, np.nan)
@@ -201,17 +199,3 @@ def _check_weights(weights, n: int) -> np.ndarray:
     if not np.all(np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
         raise ValueError(f"weights must be finite, non-negative and not all zero: {w.tolist()}")
     return w
-
-
-def _row_mad(s: np.ndarray) -> np.ndarray:
-    """Unscaled MAD of the finite values of each row of ``s`` (NaN for an all-blank row)."""
-    fin = np.isfinite(s)
-    n = fin.sum(axis=1)
-    lo, hi = ((np.maximum(n, 1) - 1) // 2)[:, None], (n // 2)[:, None]
-    srt = np.sort(np.where(fin, s, np.inf), axis=1)
-    med = 0.5 * (np.take_along_axis(srt, lo, 1) + np.take_along_axis(srt, hi, 1))
-    med = np.where(n[:, None] > 0, med, 0.0)
-    cols = np.arange(s.shape[1])[None, :]
-    d = np.sort(np.where(cols < n[:, None], np.abs(srt - med), np.inf), axis=1)
-    mad = 0.5 * (np.take_along_axis(d, lo, 1) + np.take_along_axis(d, hi, 1))[:, 0]
-    return np.where(n > 0, mad, np.nan)

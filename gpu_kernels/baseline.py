@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from kernel_common.linalg import cholesky_solve
+from kernel_common.robust import row_median
+
 _Array = Any
 _METHODS = ("polynomial", "median")
 _BLOCK_ELEMENTS = 1 << 25
@@ -135,29 +138,9 @@ def _fit_block(y: Any, v: Any, method: str) -> Any:
     fin = cp.isfinite(y)
     n = fin.sum(axis=0)
     if method == "median":
-        coef = _median_rows(cp.where(fin, y, cp.inf).T, n)[None, :]
+        coef = row_median(y.T, cp, valid=fin.T)[None, :]
     else:
         w = fin.astype(cp.float64)
         gram = w.T @ (v[:, :, None] * v[:, None, :]).reshape(nl, k * k)
-        coef = _cholesky_solve(gram.reshape(-1, k, k), cp.where(fin, y, 0.0).T @ v).T
+        coef = cholesky_solve(gram.reshape(-1, k, k), cp.where(fin, y, 0.0).T @ v, cp).T
     return cp.where((n < k + 1)[None, :], cp.nan, coef)  # no boolean setitem: no host sync
-
-
-def _cholesky_solve(g: Any, r: Any) -> Any:
-    """Batched SPD solve ``g[p] x[p] = r[p]`` by Cholesky (NaN where not positive definite): the CPU
-    tree's own routine run on CuPy arrays, so both trees share one implementation."""
-    import cupy as cp
-
-    from cpu_fallback.baseline import _cholesky_solve as shared
-
-    return shared(g, r, xp=cp)
-
-
-def _median_rows(s: Any, n: Any) -> Any:
-    """Median of the first ``n`` finite values of each row (blanks already ``+inf``)."""
-    import cupy as cp
-
-    s = cp.sort(s, axis=1)
-    lo, hi = ((cp.maximum(n, 1) - 1) // 2)[:, None], (n // 2)[:, None]
-    med = 0.5 * (cp.take_along_axis(s, lo, 1) + cp.take_along_axis(s, hi, 1))[:, 0]
-    return cp.where(n > 0, med, cp.nan)

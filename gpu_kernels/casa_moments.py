@@ -19,13 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from cpu_fallback.casa_moments import _plan
+from kernel_common.moment_plans import plan_casa
+from kernel_common.rawcache import raw_kernel
+from kernel_common.views import to_host
 
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
 _Array = Any
-
-#: Compiled kernels, keyed by (device id, variant flags). The only module-level state.
-_KERNELS: dict[tuple[int, tuple[tuple[str, int], ...]], Any] = {}
 
 _THREADS = 256
 
@@ -41,7 +40,7 @@ __device__ __forceinline__ bool visivo_keep(float x, double lo, double hi) {
 #endif
 }
 
-extern "C" __global__ void visivo_casa_moments(
+extern "C" __global__ void KERNEL_NAME(
     const float* __restrict__ cube, const double* __restrict__ v, const double* __restrict__ w,
     const int nz, const int ny, const int nx, const long long sz, const long long sy,
     const double lo, const double hi, const double width, float* __restrict__ out,
@@ -152,17 +151,9 @@ _MOMENTS = (-1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 
 
 def _kernel(cp: Any, flags: tuple[tuple[str, int], ...]) -> Any:
-    """The compiled kernel variant for the current device (memoized)."""
-    key = (cp.cuda.runtime.getDevice(), flags)
-    if key not in _KERNELS:
-        defines = "".join(f"#define {name} {value}\n" for name, value in flags)
-        _KERNELS[key] = cp.RawKernel(defines + _SOURCE, "visivo_casa_moments")
-    return _KERNELS[key]
+    """The compiled kernel variant ``visivo_casa_moments`` for the current device (memoised per device)."""
+    return raw_kernel("casa_moments", _SOURCE, defines=flags)
 
-
-def _host(a: Any) -> np.ndarray:
-    """A small coordinate array on the host (copied from the device if needed)."""
-    return a.get() if hasattr(a, "get") else np.asarray(a)  # sync (small device -> host copy)
 
 
 def _median(cp: Any, a: Any, lo: float, hi: float, mode: int, count: Any) -> Any:
@@ -235,7 +226,7 @@ def casa_moment_maps(
         raise TypeError(f"the GPU CASA moment kernel needs a float32 cube, got {a.dtype}")
     if a.strides[2] != 4 or a.strides[0] % 4 or a.strides[1] % 4 or min(a.strides) < 0:
         raise ValueError("the x axis must be contiguous (use cupy.ascontiguousarray): raw kernels ignore strides")
-    moms, v, width, w, rng, is_include = _plan(a, _host(coords), _host(widths), moments, include, exclude)
+    moms, v, width, w, rng, is_include = plan_casa(a, to_host(coords), to_host(widths), moments, include, exclude)
     nz, ny, nx = a.shape
     mode = 0 if rng is None else (1 if is_include else 2)
     lo, hi = rng if rng is not None else (0.0, 0.0)

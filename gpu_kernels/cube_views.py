@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from kernel_common.views import check_step
+from kernel_common.views import finite_range as _finite_range
 
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
 _Array = Any
@@ -41,25 +42,7 @@ def finite_range(array: _Array) -> tuple[float, float]:
     """
     import cupy as cp
 
-    a = cp.asarray(array)
-    if a.ndim == 0:
-        a = a.reshape(1)
-    if a.size == 0:
-        return 0.0, 0.0
-    row = 1
-    for n in a.shape[1:]:
-        row *= int(n)
-    rows = max(1, _CHUNK_ELEMENTS // max(row, 1))
-    los, his = [], []
-    for start in range(0, a.shape[0], rows):
-        slab = a[start : start + rows]
-        finite = cp.isfinite(slab)
-        los.append(cp.where(finite, slab, cp.inf).min().astype(cp.float64))
-        his.append(cp.where(finite, slab, -cp.inf).max().astype(cp.float64))
-    lo, hi = (float(v) for v in cp.stack([cp.stack(los).min(), cp.stack(his).max()]).get())  # sync
-    if not lo <= hi:  # no finite value: lo = +inf, hi = -inf
-        return 0.0, 0.0
-    return lo, hi
+    return _finite_range(array, cp, _CHUNK_ELEMENTS)
 
 
 def strided_preview(cube: _Array, *, step: int) -> _Array:
@@ -85,9 +68,7 @@ def strided_preview(cube: _Array, *, step: int) -> _Array:
     """
     import cupy as cp
 
-    if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 1:
-        raise ValueError(f"step must be an integer >= 1, got {step!r}")
-    s = int(step)
+    s = check_step(step)
     a = cp.asarray(cube)
     view = a[(slice(None, None, s),) * a.ndim]
     return cp.array(view, dtype=cp.float32, order="C", copy=True)

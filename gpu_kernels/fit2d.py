@@ -1,5 +1,5 @@
 """2-D elliptical Gaussian fitting (``imfit``) on the GPU: the batched Levenberg–Marquardt of
-:mod:`cpu_fallback.fit2d` run with CuPy as the array namespace.
+the shared :mod:`kernel_common.gauss2d` core run with CuPy as the array namespace.
 
 Same public functions and signatures as the reference. The reference's implementation is
 written against an array namespace ``xp``; this tree passes ``cupy``, so the model, the
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cpu_fallback.fit2d import _estimate, _fit, _model
+from kernel_common import gauss2d
 
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
 _Array = Any
@@ -24,14 +24,14 @@ def estimate_gaussians(image: _Array, mask: _Array | None = None, *, n_component
     """Initial parameters ``(6·K [+1],)`` float64 on the device (see :func:`cpu_fallback.fit2d.estimate_gaussians`)."""
     import cupy as cp
 
-    return _estimate(cp, image, mask, n_components=n_components, background=background, window=window)
+    return gauss2d.estimate(cp, image, mask, n_components=n_components, background=background, window=window)
 
 
 def gaussian_model(params: _Array, *, shape: tuple[int, int], n_components: int, background: bool) -> _Array:
     """Model planes ``(B, ny, nx)`` float64 on the device (see :func:`cpu_fallback.fit2d.gaussian_model`)."""
     import cupy as cp
 
-    return _model(cp, params, shape=shape, n_components=n_components, background=background)
+    return gauss2d.model(cp, params, shape=shape, n_components=n_components, background=background)
 
 
 def fit_gaussians(images: _Array, p0: _Array, mask: _Array | None = None, *, n_components: int = 1,
@@ -46,4 +46,5 @@ def fit_gaussians(images: _Array, p0: _Array, mask: _Array | None = None, *, n_c
     """
     import cupy as cp
 
-    return _fit(cp, images, p0, mask, n_components=n_components, background=background, max_iter=max_iter, tol=tol)
+    return gauss2d.fit(cp, images, p0, mask, n_components=n_components, background=background,
+                       max_iter=max_iter, tol=tol)

@@ -12,25 +12,27 @@ window per Levenberg-Marquardt evaluation, and follows the CPU reference step fo
 start, window rule, sums (each in channel order, unused samples skipped where the CPU adds
 exact zeros), Newton / Gauss-Newton step, damping schedule, stopping rules and re-windowing,
 float64 throughout, compiled without FMA contraction so that the arithmetic matches NumPy's
-(only ``exp`` may differ in the last bit). Only the robust noise (a row sort, as in
-:mod:`gpu_kernels.noise`) runs as CuPy array code before the launch.
+(only ``exp`` may differ in the last bit). Only the robust noise (a row sort,
+:mod:`kernel_common.robust`) runs as CuPy array code before the launch; after it, the kernel's
+fitted parameters go through the acceptance rule :func:`kernel_common.linefit.significant` --
+the same array code the CPU tree runs, here with CuPy.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-from cpu_fallback import linewidth as _cpu
+from kernel_common.constants import FWHM_PER_SIGMA as FWHM_PER_SIGMA
+from kernel_common.constants import MAD_TO_SIGMA
+from kernel_common.linefit import SpectralAxis, check_columns, fit_defines, significant
+from kernel_common.rawcache import raw_kernel
+from kernel_common.robust import row_median_mad
 
 _Array = Any
 
-FWHM_PER_SIGMA = 2.3548200450309493
-MAD_TO_SIGMA = 1.4826
 _THREADS = 128
 
 _SOURCE = r"""
-#define FWHM_PER_SIGMA 2.3548200450309493
 #define VISIVO_NANF __int_as_float(0x7fc00000)
 
 struct LwSums { double chi2, t0, t1, t2, t3, t4, s0, s1, s2, s3, s4; };
@@ -174,7 +176,7 @@ extern "C" __global__ void KERNEL_NAME(
         const double* __restrict__ noise, const long long npix, const int nz, const int use_thr,
         const double thr, const double snr_cut, const int uniform, const double half_span,
         const double sig_min, const double span, const int max_iter, const int do_fit,
-        float* __restrict__ fwhm, float* __restrict__ ew) {
+        float* __restrict__ fwhm, float* __restrict__ ew, double* __restrict__ par) {
     long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= npix) return;
     LwPix px = {cube + p, npix, perm, use_thr, thr};
@@ -278,35 +280,23 @@ extern "C" __global__ void KERNEL_NAME(
         if (count < MIN_SAMPLES) return;
     }
     double sg = fabs(q2);
-    if (isfinite(q0) && q0 > 0 && q1 >= u[0] && q1 <= u[nz - 1] && sg >= sig_min && sg <= span)
+    if (isfinite(q0) && q0 > 0 && q1 >= u[0] && q1 <= u[nz - 1] && sg >= sig_min && sg <= span) {
         fwhm[p] = (float)(FWHM_PER_SIGMA * half_span * sg);
+        /* the fit for the shared significance rule (kernel_common.linefit.significant) */
+        par[p] = q0; par[npix + p] = q1; par[2 * npix + p] = sg; par[3 * npix + p] = inv;
+    }
 }
 """
 
 
-def _defines() -> str:
-    """The fit constants of the CPU reference, as ``#define`` lines."""
-    c = _cpu
-    values = {
-        "LAMBDA0": c._LAMBDA0, "LAMBDA_MIN": c._LAMBDA_MIN, "LAMBDA_MAX": c._LAMBDA_MAX, "FTOL": c._FTOL,
-        "XTOL": c._XTOL, "STAT_TOL": c._STAT_TOL, "WIN_SIGMA": c._WIN_SIGMA, "COVER_SIGMA": c._COVER_SIGMA,
-        "WIN_STEP": c._WIN_STEP, "MAX_ROUNDS": c._MAX_ROUNDS, "MIN_SAMPLES": c._MIN_SAMPLES,
-    }  # fmt: skip
-    return "".join(f"#define {k} {v!r}\n" for k, v in values.items())
-
-
-def _source(data_t: str, name: str) -> str:
-    """Complete CUDA source of the kernel ``name`` for samples of type ``data_t``."""
-    return f"#define DATA_T {data_t}\n" + _defines() + _SOURCE.replace("KERNEL_NAME", name)
-
-
-@functools.cache
 def _kernel(data_t: str) -> Any:
-    """Compiled ``visivo_linewidth_lm_<type>`` (memoised; CuPy caches per device)."""
-    import cupy as cp
+    """Compiled ``visivo_linewidth_lm_<type>`` for the current device (memoised per device).
 
-    name = f"visivo_linewidth_lm_{data_t}"
-    return cp.RawModule(code=_source(data_t, name), options=("--fmad=false",)).get_function(name)
+    The fit constants of :mod:`kernel_common.linefit` become ``#define`` lines; no FMA
+    contraction, so the arithmetic matches NumPy's.
+    """
+    return raw_kernel(f"linewidth_lm_{data_t}", _SOURCE, defines=(("DATA_T", data_t), *fit_defines()),
+                      options=("--fmad=false",))
 
 
 def equivalent_width(cube: _Array, widths: _Array, *, snr_cut: float = 0.0, threshold: float | None = None) -> _Array:
@@ -357,21 +347,28 @@ def _run(cube, coords, widths, snr_cut, threshold, max_iter, *, fit: bool):
         raise ValueError(f"coords must have shape ({nz},), got {x.shape}")
     if npix == 0 or nz == 0:
         return cp.full((ny, nx), cp.nan, cp.float32), cp.full((ny, nx), cp.nan, cp.float32)
-    axis = _cpu._Axis(x, dv_host)  # the same sorted axis as the CPU reference, on the host
+    axis = SpectralAxis(x, dv_host)  # the same sorted axis as the CPU reference, on the host
     data_t = "float" if a.dtype == cp.float32 else "double"
     flat = cp.ascontiguousarray(a.reshape(nz, npix), dtype=cp.float32 if data_t == "float" else cp.float64)
     fwhm = cp.empty(npix, dtype=cp.float32)
     ew = cp.empty(npix, dtype=cp.float32)
     noise = _noise(flat) if snr_cut > 0 else cp.zeros(npix)
+    par = cp.full((4, npix), cp.nan)  # A / peak, mu, |sigma| (scaled axis), 1 / peak of each fit
     args = (
         flat, cp.asarray(axis.perm.astype(np.int32)), cp.asarray(axis.u), cp.asarray(axis.du),
         cp.asarray(axis.udu), cp.asarray(axis.dv), noise, np.int64(npix), np.int32(nz),
         np.int32(threshold is not None), np.float64(0.0 if threshold is None else threshold),
         np.float64(snr_cut), np.int32(axis.uniform), np.float64(axis.half), np.float64(axis.sig_min),
-        np.float64(axis.span), np.int32(max_iter), np.int32(fit), fwhm, ew,
+        np.float64(axis.span), np.int32(max_iter), np.int32(fit), fwhm, ew, par,
     )  # fmt: skip
     _check_contiguous(args)
     _kernel(data_t)(((npix + _THREADS - 1) // _THREADS,), (_THREADS,), args)
+    if fit:  # the shared acceptance rule, as array code over column chunks (no host sync)
+        step = check_columns(nz)
+        for j0 in range(0, npix, step):
+            s = slice(j0, j0 + step)
+            ok = significant(flat[:, s], par[:, s], axis, threshold, cp)
+            fwhm[s] = cp.where(ok, fwhm[s], cp.float32(cp.nan))
     return fwhm.reshape(ny, nx), ew.reshape(ny, nx)
 
 
@@ -387,14 +384,5 @@ def _noise(flat: Any) -> Any:
     """``1.4826 * MAD`` of the finite samples of each spectrum (columns of ``flat``), float64."""
     import cupy as cp
 
-    y = flat.T.astype(cp.float64)
-    fin = cp.isfinite(y)
-    n = fin.sum(axis=1)
-    lo, hi = ((cp.maximum(n, 1) - 1) // 2)[:, None], (n // 2)[:, None]
-    s = cp.sort(cp.where(fin, y, cp.inf), axis=1)
-    med = 0.5 * (cp.take_along_axis(s, lo, 1) + cp.take_along_axis(s, hi, 1))
-    med = cp.where(n[:, None] > 0, med, 0.0)
-    cols = cp.arange(y.shape[1])[None, :]
-    d = cp.sort(cp.where(cols < n[:, None], cp.abs(s - med), cp.inf), axis=1)
-    mad = 0.5 * (cp.take_along_axis(d, lo, 1) + cp.take_along_axis(d, hi, 1))[:, 0]
-    return cp.ascontiguousarray(MAD_TO_SIGMA * cp.where(n > 0, mad, cp.nan))
+    mad = row_median_mad(flat.T.astype(cp.float64), cp)[1]
+    return cp.ascontiguousarray(MAD_TO_SIGMA * mad)

@@ -24,18 +24,17 @@ from typing import Any
 
 import numpy as np
 
-from cpu_fallback.moments import AxisPlan, _plan_axis
+from kernel_common.moment_plans import AxisPlan, plan_axis
+from kernel_common.rawcache import raw_kernel
+from kernel_common.views import to_host
 
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
 _Array = Any
 
-#: Compiled kernels, keyed by (device id, variant flags). The only module-level state.
-_KERNELS: dict[tuple[int, tuple[tuple[str, int], ...]], Any] = {}
-
 _THREADS = 256
 
 _SOURCE = r"""
-extern "C" __global__ void visivo_moments(
+extern "C" __global__ void KERNEL_NAME(
     const float* __restrict__ cube, const double* __restrict__ u, const double* __restrict__ w,
     const int nz, const int ny, const int nx, const long long sz, const long long sy,
     const double thr, const double ref, const double var_floor, float* __restrict__ out)
@@ -165,17 +164,9 @@ def _flags(p: AxisPlan) -> tuple[tuple[str, int], ...]:
 
 
 def _kernel(cp: Any, flags: tuple[tuple[str, int], ...]) -> Any:
-    """The compiled kernel variant for the current device (memoized)."""
-    key = (cp.cuda.runtime.getDevice(), flags)
-    if key not in _KERNELS:
-        defines = "".join(f"#define {name} {value}\n" for name, value in flags)
-        _KERNELS[key] = cp.RawKernel(defines + _SOURCE, "visivo_moments")
-    return _KERNELS[key]
+    """The compiled kernel variant ``visivo_moments`` for the current device (memoised per device)."""
+    return raw_kernel("moments", _SOURCE, defines=flags)
 
-
-def _host(a: Any) -> np.ndarray:
-    """A small coordinate array on the host (copied from the device if needed)."""
-    return a.get() if hasattr(a, "get") else np.asarray(a)  # sync (small device -> host copy)
 
 
 def moment_maps(
@@ -229,7 +220,7 @@ def moment_maps(
     if a.strides[2] != 4 or a.strides[0] % 4 or a.strides[1] % 4 or min(a.strides) < 0:
         raise ValueError("the x axis must be contiguous (use cupy.ascontiguousarray): raw kernels ignore strides")
     nz, ny, nx = a.shape
-    p = _plan_axis(nz, _host(coords), _host(widths), orders, threshold)
+    p = plan_axis(nz, to_host(coords), to_host(widths), orders, threshold)
     out = cp.empty((len(p.orders), ny, nx), dtype=cp.float32)
     npix = ny * nx
     if npix:

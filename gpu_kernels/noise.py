@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kernel_common.robust import plane_median_mad
+
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
 _Array = Any
 
@@ -54,39 +56,4 @@ def channel_mad(cube: _Array, *, zero_as_blank: bool = False) -> tuple[_Array, _
     """
     import cupy as cp
 
-    a = cp.asarray(cube)
-    if a.ndim != 3:
-        raise ValueError(f"channel_mad expects a (spectral, y, x) cube, got shape {a.shape}")
-    nz, npix = a.shape[0], a.shape[1] * a.shape[2]
-    median = cp.full(nz, cp.nan, dtype=cp.float64)
-    mad = cp.full(nz, cp.nan, dtype=cp.float64)
-    if nz == 0 or npix == 0:
-        return median, mad
-    rows = max(1, _CHUNK_ELEMENTS // npix)
-    for z0 in range(0, nz, rows):
-        block = a[z0 : z0 + rows].astype(cp.float64).reshape(-1, npix)
-        k = block.shape[0]
-        median[z0 : z0 + k], mad[z0 : z0 + k] = _rows_median_mad(block, zero_as_blank=zero_as_blank)
-    return median, mad
-
-
-def _rows_median_mad(v: Any, *, zero_as_blank: bool) -> tuple[Any, Any]:
-    """Median and MAD of the finite values of each row of a float64 ``(k, npix)`` device array."""
-    import cupy as cp
-
-    ok = cp.isfinite(v)
-    if zero_as_blank:
-        zero = ok & (v == 0.0)
-        drop = 2 * zero.sum(axis=1) > ok.sum(axis=1)
-        ok &= ~(zero & drop[:, None])
-    n = ok.sum(axis=1)
-    bad = n < 2
-    lo = (cp.maximum(n, 1) - 1)[:, None] // 2
-    hi = (n // 2)[:, None]
-    s = cp.sort(cp.where(ok, v, cp.inf), axis=1)
-    med = 0.5 * (cp.take_along_axis(s, lo, axis=1) + cp.take_along_axis(s, hi, axis=1))
-    med = cp.where(bad[:, None], 0.0, med)  # keeps inf - inf out of the deviations
-    cols = cp.arange(v.shape[1])[None, :]
-    dev = cp.sort(cp.where(cols < n[:, None], cp.abs(s - med), cp.inf), axis=1)
-    mad = 0.5 * (cp.take_along_axis(dev, lo, axis=1) + cp.take_along_axis(dev, hi, axis=1))
-    return cp.where(bad, cp.nan, med[:, 0]), cp.where(bad, cp.nan, mad[:, 0])
+    return plane_median_mad(cube, cp, zero_as_blank=zero_as_blank, chunk_elements=_CHUNK_ELEMENTS)

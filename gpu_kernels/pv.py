@@ -9,10 +9,11 @@ pixels and sum the same float64 values in the same order: results agree to the l
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
+
+from kernel_common.rawcache import raw_kernel
 
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
 _Array = Any
@@ -25,7 +26,7 @@ __device__ __forceinline__ double visivo_round_half_away(double p) {
     return (fabs(p - t) >= 0.5) ? t + copysign(1.0, p) : t;
 }
 
-extern "C" __global__ void visivo_pv_box_sample(
+extern "C" __global__ void KERNEL_NAME(
     const float* __restrict__ cube,
     const double* __restrict__ sample_x, const double* __restrict__ sample_y,
     const double* __restrict__ normal_x, const double* __restrict__ normal_y,
@@ -58,12 +59,9 @@ extern "C" __global__ void visivo_pv_box_sample(
 """
 
 
-@functools.cache
 def _kernel() -> Any:
-    """Compiled-kernel memo (CuPy caches the binary per device)."""
-    import cupy as cp
-
-    return cp.RawKernel(_PV_SOURCE, "visivo_pv_box_sample")
+    """The compiled ``visivo_pv_box_sample`` for the current device (memoised per device)."""
+    return raw_kernel("pv_box_sample", _PV_SOURCE)
 
 
 def pv_box_sample(

@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from kernel_common.constants import MAD_TO_SIGMA
+from kernel_common.robust import row_median, row_median_mad
+
 _Array = Any
 _METHODS = ("mean", "median", "weighted_mean")
 _WEIGHT_BY = ("uniform", "rms", "peak")
-MAD_TO_SIGMA = 1.4826
 #: float32 voxels per slab of channels in ``mean_spectrum_partial`` and ``stack_cubes``.
 _SLAB_ELEMENTS = 1 << 26
 
@@ -73,7 +75,7 @@ def stack_weights(spectra: _Array, peaks: _Array, *, weight_by: str = "uniform")
         return cp.asarray(peaks, dtype=cp.float64).reshape(s.shape[0]).copy()
     if weight_by != "rms":
         raise ValueError(f"weight_by must be one of {_WEIGHT_BY}, got {weight_by!r}")
-    sigma = MAD_TO_SIGMA * _row_mad(s)
+    sigma = MAD_TO_SIGMA * row_median_mad(s, cp)[1]
     return 1.0 / (sigma * sigma)
 
 
@@ -117,10 +119,7 @@ def _combine(s: Any, method: str, w: Any) -> Any:
     if method == "mean":
         return cp.where(cnt > 0, v.sum(axis=0) / cp.maximum(cnt, 1), cp.nan)
     if method == "median":
-        srt = cp.sort(cp.where(fin, s, cp.inf), axis=0)
-        lo, hi = ((cp.maximum(cnt, 1) - 1) // 2)[None], (cnt // 2)[None]
-        med = 0.5 * (cp.take_along_axis(srt, lo, 0) + cp.take_along_axis(srt, hi, 0))[0]
-        return cp.where(cnt > 0, med, cp.nan)
+        return row_median(s.T, cp, valid=fin.T)
     wsum = (fin * w[:, None]).sum(axis=0)
     num = (v * w[:, None]).sum(axis=0)
     return cp.where(wsum > 0, num / cp.where(wsum > 0, wsum, 1.0), cp.nan)
@@ -139,19 +138,3 @@ def _check_weights(weights: Any, n: int) -> Any:
     if not np.all(np.isfinite(host)) or np.any(host < 0) or not np.any(host > 0):
         raise ValueError(f"weights must be finite, non-negative and not all zero: {host.tolist()}")
     return cp.asarray(host)
-
-
-def _row_mad(s: Any) -> Any:
-    """Unscaled MAD of the finite values of each row of ``s`` (NaN for an all-blank row)."""
-    import cupy as cp
-
-    fin = cp.isfinite(s)
-    n = fin.sum(axis=1)
-    lo, hi = ((cp.maximum(n, 1) - 1) // 2)[:, None], (n // 2)[:, None]
-    srt = cp.sort(cp.where(fin, s, cp.inf), axis=1)
-    med = 0.5 * (cp.take_along_axis(srt, lo, 1) + cp.take_along_axis(srt, hi, 1))
-    med = cp.where(n[:, None] > 0, med, 0.0)
-    cols = cp.arange(s.shape[1])[None, :]
-    d = cp.sort(cp.where(cols < n[:, None], cp.abs(srt - med), cp.inf), axis=1)
-    mad = 0.5 * (cp.take_along_axis(d, lo, 1) + cp.take_along_axis(d, hi, 1))[:, 0]
-    return cp.where(n > 0, mad, cp.nan)

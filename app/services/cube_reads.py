@@ -13,7 +13,7 @@ from app.errors import InvalidRequest
 from app.io.fits_reader import CubeSource
 from app.services.encoding import encode_array
 from app.services.sessions import Dataset
-from cpu_fallback.cube_views import finite_range
+from kernel_common.views import finite_range
 
 
 def require_cube(dataset: Dataset) -> CubeSource:

@@ -37,7 +37,7 @@ from app.errors import InvalidRequest
 from app.services.cube_reads import require_cube
 from app.services.encoding import encode_array
 from app.services.sessions import Dataset
-from cpu_fallback.cube_views import finite_range
+from kernel_common.views import finite_range
 
 DEFAULT_STRETCH = "asinh"
 DEFAULT_PERCENTILE = 99.5

@@ -21,7 +21,7 @@ from app.io.spectral import spectral_axis
 from app.services.cube_reads import clamp_range, require_cube
 from app.services.encoding import encode_array
 from app.services.sessions import Dataset
-from cpu_fallback.cube_views import finite_range
+from kernel_common.views import finite_range
 
 METHODS = (None, "fwhm", "ew")
 
@@ -92,7 +92,7 @@ def assemble(dataset: Dataset, params: LinewidthParams, parts: list[dict[str, An
             full[name][y0:y1] = part["maps"][name]
     unit = parts[0]["unit"] if parts else ""
     body: dict[str, Any] = {
-        "width": nx, "height": ny, "scalar_type": "float32", "method": params.method,
+        "width": nx, "height": ny, "scalar_type": "float32", "method": params.method or "fwhm+ew",
         "fwhm_unit": unit, "ew_unit": unit, "bunit": dataset.info.get("bunit", ""),
         "channel_start": params.channel_start, "channel_end": params.channel_end,
         "snr_cut": params.snr_cut, "threshold_used": params.threshold,

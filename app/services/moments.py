@@ -25,7 +25,7 @@ from app.io.spectral import SpectralAxis, spectral_axis
 from app.services.cube_reads import require_cube
 from app.services.encoding import encode_array
 from app.services.sessions import Dataset
-from cpu_fallback.cube_views import finite_range
+from kernel_common.views import finite_range
 
 REFERENCE_ORDERS = (0, 1, 2, 3, 4, 5, 6, 8, 10)
 CASA_ORDERS = tuple(range(-1, 12))

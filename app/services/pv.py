@@ -22,7 +22,7 @@ from app.services.cube_reads import require_cube
 from app.services.encoding import encode_array
 from app.services.pv_path import PvPath, polyline_samples
 from app.services.sessions import Dataset
-from cpu_fallback.cube_views import finite_range
+from kernel_common.views import finite_range
 
 
 def path_vertices(dataset: Dataset, *, vertices: list | None, points_ra_dec: list | None) -> np.ndarray:

@@ -29,7 +29,7 @@ from app.io.spectral import spectral_axis
 from app.services.cube_reads import require_cube
 from app.services.encoding import encode_array
 from app.services.sessions import Dataset
-from cpu_fallback.cube_views import finite_range
+from kernel_common.views import finite_range
 
 METHODS = ("mean", "median", "weighted_mean")
 WEIGHT_BY = ("uniform", "rms", "peak")

@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 
 from app.casa_runtime import casatasks_available, configure_casa_offline, run_casa_task
-from cpu_fallback.casa_moments import _pixel_range as casa_pixel_range
 from cpu_fallback.casa_moments import casa_moment_maps
 from cpu_fallback.moments import moment_maps
+from kernel_common.moment_plans import pixel_range as casa_pixel_range
 
 DEMO = Path(__file__).resolve().parents[2] / "app" / "demo_data" / "ngc5921_hi_cube.fits.gz"
 SUFFIX = {-1: "average", 0: "integrated", 1: "weighted_coord", 2: "weighted_dispersion_coord",

@@ -190,7 +190,7 @@ def _curve_fit_fwhm(v, y, p0, **kw):
 def test_agrees_with_curve_fit_on_ngc5921() -> None:
     data, v, dv = _ngc5921()
     fwhm, ew = lw.gaussian_linewidth(data, v, dv, snr_cut=3.0)
-    assert np.isfinite(fwhm).sum() > 1000
+    assert np.isfinite(fwhm).sum() > 400  # the galaxy only: noise fits are rejected (issue 11, item 5)
     flat = data.reshape(data.shape[0], -1).T.astype(np.float64)
     fin = np.isfinite(flat)
     fitted = np.flatnonzero(np.isfinite(fwhm.ravel()))  # these have finite samples
