@@ -111,7 +111,7 @@ def selftest_cases(cube: np.ndarray, v: np.ndarray, w: np.ndarray) -> dict[str, 
 
 def selftest_modules() -> set[str]:
     """Kernel modules the start-up self-test exercises."""
-    return set(_cases(*tiny_cube()))
+    return set(selftest_cases(*tiny_cube()))
 
 
 def _flatten(result: Any) -> list[np.ndarray]:
