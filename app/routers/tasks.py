@@ -61,6 +61,12 @@ async def task_isosurface(body: IsosurfaceRequest, request: Request, runtime: Ru
     return start_task(runtime, isosurface_operation(runtime, request, body))
 
 
+@router.get("")
+async def task_list(runtime: Runtime = Depends(get_runtime)) -> dict:
+    """Every live task (status, progress, no result): what ``visivo tasks`` shows."""
+    return {"valid": True, "error": "", "tasks": runtime.tasks.listing()}
+
+
 @router.get("/{task_id}")
 async def task_status(task_id: str, runtime: Runtime = Depends(get_runtime)) -> dict:
     """Status, progress (0–1) and, when done, the full result."""
