@@ -127,9 +127,14 @@ class Client:
         body = {"path": path, "format": format} if isinstance(path, str) else {"paths": list(path), "format": format}
         return Catalogue(self, self._post("/v1/catalogue/open", body))
 
-    def vbt(self, path: str) -> VbtTable:
-        """Open a VisIVO Binary Table (``X.bin`` or ``X.bin.head``)."""
-        return VbtTable(self, self._post("/v1/vbt/open", {"path": path}))
+    def vbt(self, path: str, *, as_cube: bool = False, field: str | None = None) -> VbtTable | Dataset:
+        """Open a VisIVO Binary Table (``X.bin`` or ``X.bin.head``).
+
+        With ``as_cube`` a volume's ``field`` (default the first) opens as a cube :class:`Dataset`
+        (linear WCS ``X/Y/Z`` with the volume's cell size): slices, moments, PV... work on it.
+        """
+        answer = self._post("/v1/vbt/open", {"path": path, "as_cube": as_cube or None, "field": field})
+        return Dataset(self, answer) if as_cube else VbtTable(self, answer)
 
     # ------------------------------------------------------------------ tasks
     def tasks(self) -> list[dict[str, Any]]:

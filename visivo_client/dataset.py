@@ -14,6 +14,7 @@ from astropy.wcs import WCS
 
 from visivo_client import products
 from visivo_client.codec import binary_frames, decode_array
+from visivo_client.errors import VisivoError
 
 if TYPE_CHECKING:
     from visivo_client.client import Client
@@ -79,13 +80,15 @@ class Dataset:
         """
         try:
             full = products.quiet_wcs(self.header)
-        except Exception:  # noqa: BLE001  (no FITS header: fall back to the open answer's keywords)
+        except (VisivoError, ValueError, KeyError):  # no FITS header (a VBT volume): the open answer's keywords
             full = None
         if full is not None and full.has_celestial:
-            keep = [1, 2, 3] if self.kind == "cube" and full.wcs.spec >= 0 else [1, 2]
-            axes = [full.wcs.lng + 1, full.wcs.lat + 1] + ([full.wcs.spec + 1] if len(keep) == 3 else [])
+            axes = [full.wcs.lng + 1, full.wcs.lat + 1]
+            if self.kind == "cube" and full.wcs.spec >= 0:
+                axes.append(full.wcs.spec + 1)
             return full.sub(axes)
-        wcs = WCS(naxis=len(self.info.get("ctype") or [])) if self.info.get("ctype") else WCS(naxis=2)
+        ctype = self.info.get("ctype") or []
+        wcs = WCS(naxis=len(ctype) or 2)
         for key in ("ctype", "cunit", "crval", "crpix", "cdelt"):
             if self.info.get(key):
                 setattr(wcs.wcs, key, self.info[key])
@@ -98,7 +101,7 @@ class Dataset:
         return self.wcs.celestial if self.wcs.has_celestial else self.wcs.sub([1, 2])
 
     def spectral_axis(self) -> u.Quantity:
-        """World value of every channel: km/s for velocity axes, Hz for frequency axes (from the WCS)."""
+        """World value of every channel from the WCS: km/s for velocity axes, else the WCS's SI unit (Hz, m)."""
         wcs = self.wcs
         if self.kind != "cube" or wcs.wcs.spec < 0:
             raise ValueError("This dataset has no spectral axis.")
@@ -106,7 +109,7 @@ class Dataset:
         values = spectral.pixel_to_world_values(np.arange(self.shape[0], dtype=float))
         values = np.asarray(values, dtype=np.float64)
         ctype = spectral.wcs.ctype[0]
-        if ctype.startswith(("VRAD", "VOPT", "VELO", "ZOPT", "VELREF", "BETA")):
+        if ctype.startswith(("VRAD", "VOPT", "VELO")):
             return (values * u.m / u.s).to(u.km / u.s)
         return values * u.Unit(spectral.wcs.cunit[0] or "")
 

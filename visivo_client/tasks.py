@@ -21,11 +21,6 @@ FIRST_POLL_S = 0.05
 MAX_POLL_S = 0.5
 
 
-def sleep(seconds: float) -> None:
-    """The poll wait (a module function so tests can interrupt it like a Ctrl-C would)."""
-    time.sleep(seconds)
-
-
 def run_task(transport: Transport, operation: str, body: dict[str, Any], *, progress: bool = True,
              description: str | None = None) -> dict[str, Any]:
     """Run ``POST /v1/tasks/{operation}`` to completion and return the task's result.
@@ -76,7 +71,7 @@ def run_task(transport: Transport, operation: str, body: dict[str, Any], *, prog
                 return result
             if status in FAILED:
                 raise VisivoError(state.get("error") or f"Task {task_id} failed.", 200, state)
-            sleep(wait)
+            time.sleep(wait)
             wait = min(MAX_POLL_S, wait * 1.5)
     except KeyboardInterrupt:
         cancel_task(transport, task_id)

@@ -88,3 +88,20 @@ def test_region_text() -> None:
     for bad in ("circle(1,2)", "star(1,2,3)", "circle 1 2 3", "polygon(1,2,3,4)"):
         with pytest.raises(ValueError, match="region"):
             parse_region(bad)
+
+
+def test_vbt_volume_as_cube(client: Client, live_server) -> None:
+    from app.io.vbt import write_vbt  # noqa: PLC0415  (the server's writer makes the test file)
+
+    rng = np.random.default_rng(7)
+    density = rng.normal(size=(6, 5, 4)).astype(np.float32)  # (nz, ny, nx)
+    live_server.output_dir.mkdir(parents=True, exist_ok=True)  # a data root of the server
+    write_vbt(live_server.output_dir / "volume.bin", {"rho": density, "t": 2 * density}, grid=(4, 5, 6),
+              spacing=(0.5, 0.25, 2.0))
+    cube = client.vbt(str(live_server.output_dir / "volume.bin"), as_cube=True, field="t")
+    assert cube.kind == "cube" and cube.shape == (6, 5, 4)
+    np.testing.assert_array_equal(cube.subvolume(), 2 * density)
+    assert list(cube.wcs.wcs.cdelt) == [0.5, 0.25, 2.0]
+    np.testing.assert_allclose(cube.wcs.pixel_to_world_values(1, 2, 3),
+                               [cube.wcs.wcs.crval[i] + (p + 1 - cube.wcs.wcs.crpix[i]) * d
+                                for i, (p, d) in enumerate(zip((1, 2, 3), (0.5, 0.25, 2.0), strict=True))])
