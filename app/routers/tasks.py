@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from pydantic import Field
 
@@ -17,6 +19,18 @@ class TaskDeleted(Envelope):
 
     task_id: str = Field(description="The task.")
     deleted: bool = Field(True, description="Always true.")
+
+
+class TaskList(Envelope):
+    """Every live task, oldest first, without results."""
+
+    tasks: list[dict[str, Any]] = Field(description="`task_id`, `operation`, `status`, `progress`, `age_seconds`, …")
+
+
+@router.get("", response_model=TaskList)
+async def task_list(runtime: RuntimeDep):  # noqa: ANN201
+    """Every live task (status, progress, no result): what ``visivo tasks`` shows."""
+    return respond(TaskList, {"valid": True, "error": "", "tasks": runtime.tasks.listing()})
 
 
 @router.get("/{task_id}", response_model=TaskStatus)

@@ -134,6 +134,12 @@ class TaskRegistry:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    def listing(self) -> list[dict[str, Any]]:
+        """Every live task, oldest first, described without its result (``GET /v1/tasks``)."""
+        self.expire()
+        return [{k: v for k, v in self.describe(t).items() if k not in ("valid", "result")}
+                for t in sorted(self._tasks.values(), key=lambda t: t.created_at)]
+
     def running(self) -> int:
         return sum(1 for t in self._tasks.values() if t.status in ("pending", "running"))
 
