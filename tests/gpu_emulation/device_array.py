@@ -17,11 +17,15 @@ wrapped back as device arrays.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
+
+#: What crossed the emulated host/device boundary: ``uploads``, ``downloads``, ``launches``.
+STATS: Counter[str] = Counter()
 
 _IMPLICIT = (
     "Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct a NumPy array explicitly."
@@ -64,6 +68,7 @@ class ndarray(NDArrayOperatorsMixin):  # noqa: N801  (CuPy's name)
 
     def get(self, stream: Any = None, order: str = "C", out: np.ndarray | None = None, blocking: bool = True):
         """Copy to the host (a new ``numpy.ndarray``, or into ``out``)."""
+        STATS["downloads"] += 1
         if out is not None:
             out[...] = self._raw
             return out

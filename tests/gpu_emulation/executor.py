@@ -34,7 +34,8 @@ import struct
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,26 @@ class LaunchError(TypeError):
 
 #: Source transformations applied before compiling (harness tests break kernels on purpose).
 _mutations: list[Callable[[str], str]] = []
+
+
+@contextmanager
+def mutated(old: str, new: str) -> Iterator[list[int]]:
+    """Compile every kernel source with ``old`` replaced by ``new`` (harness tests break kernels).
+
+    Yields a one-element list holding how many replacements were made, so a test can check
+    that its mutation hit the kernel text.
+    """
+    hits = [0]
+
+    def mutate(source: str) -> str:
+        hits[0] += source.count(old)
+        return source.replace(old, new)
+
+    _mutations.append(mutate)
+    try:
+        yield hits
+    finally:
+        _mutations.remove(mutate)
 
 
 def cache_dir() -> Path:

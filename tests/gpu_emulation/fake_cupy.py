@@ -29,7 +29,7 @@ import scipy.ndimage
 import scipy.special
 
 from tests.gpu_emulation import executor
-from tests.gpu_emulation.device_array import MemoryPointer, ndarray, unwrap, wrap, wrap_callable
+from tests.gpu_emulation.device_array import STATS, MemoryPointer, ndarray, unwrap, wrap, wrap_callable
 
 EMULATED_TOTAL_MEMORY = 8 << 30  # bytes reported per emulated device
 DEVICE_NAME = "CPU emulator of CUDA (tests/gpu_emulation)"
@@ -240,6 +240,7 @@ class _Launcher:
         if enable_cooperative_groups:
             raise executor.UnsupportedCudaFeature("cooperative launches are not emulated")
         exe = executor.build(self.code, self.options)
+        STATS["launches"] += 1
         executor.launch(exe, self.name, g, b, tuple(args),
                         lambda a: a._raw if isinstance(a, ndarray) else None)
 
@@ -318,6 +319,7 @@ def _to_device(obj: Any, dtype: Any = None, order: str = "K", copy: bool = True)
         if same and not copy:
             return obj
         return wrap(np.array(raw, dtype=dtype, order=order or "K", copy=True))
+    STATS["uploads"] += 1
     return wrap(np.array(unwrap(obj, strict=False), dtype=dtype, order=order or "K", copy=True))
 
 
