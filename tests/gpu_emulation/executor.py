@@ -200,8 +200,10 @@ def build(source: str, options: Sequence[str] = ()) -> Path:
         if exe.exists():
             return exe
         runner = _runner_object()
-        src = cache_dir() / f"kernel-{key}.cu.cpp"
-        src.write_text(unit)
+        src = cache_dir() / f"kernel-{key}.cu.cpp"  # kept: sanitizer reports point into it
+        tmp_src = src.with_name(f"{src.name}.{os.getpid()}.tmp")
+        tmp_src.write_text(unit)
+        os.replace(tmp_src, src)
         tmp = exe.with_name(f"{exe.name}.{os.getpid()}.tmp")
         _run_cxx([*CXXFLAGS, "-include", str(SHIM), "-x", "c++", str(src), "-x", "none", str(runner), "-o", str(tmp)])
         os.replace(tmp, exe)
@@ -257,7 +259,9 @@ def launch(exe: Path, name: str, grid: tuple[int, int, int], block: tuple[int, i
                 blob += b"p" + struct.pack("<IQ", 0xFFFFFFFF, 0)
             else:
                 ptr = raw.__array_interface__["data"][0]
-                g = next(i for i, (low, high) in enumerate(groups) if low <= ptr <= high)
+                alow, ahigh = _extent(raw)
+                g = next(i for i, (low, high) in enumerate(groups)
+                         if low <= alow and ahigh <= high and (alow < high or alow == low))
                 blob += b"p" + struct.pack("<IQ", g, ptr - groups[g][0])
         else:
             kind, data = _marshal_value(arg)

@@ -52,6 +52,15 @@ def test_writes_through_a_view_reach_the_parent_only_there(cp) -> None:
     np.testing.assert_array_equal(parent.get(), want)
 
 
+def test_adjacent_views_of_one_array_are_separate_buffers(cp) -> None:
+    parent = cp.asarray(np.vstack([np.arange(8, dtype=np.float32), np.zeros(8, dtype=np.float32)]))
+    # src = row 0, dst = row 1: they touch in memory; each is its own block (an overrun is caught)
+    cp.RawKernel(SHIFT_KERNEL, "shift")((1,), (8,), (parent[0], parent[1], np.int64(8), np.int32(0), np.float64(3.0)))
+    np.testing.assert_array_equal(parent.get(), [np.arange(8), 3.0 * np.arange(8)])
+    with pytest.raises(executor.KernelFault, match="heap-buffer-overflow"):
+        cp.RawKernel(SHIFT_KERNEL, "shift")((1,), (8,), (parent[0], parent[1], np.int64(8), np.int32(1), 1.0))
+
+
 def test_off_by_one_read_trips_address_sanitizer(cp) -> None:
     src = cp.asarray(np.arange(8, dtype=np.float32))
     dst = cp.zeros(8, dtype=cp.float32)
