@@ -53,6 +53,8 @@ class ndarray(NDArrayOperatorsMixin):  # noqa: N801  (CuPy's name)
         if memptr is not None or strides is not None:
             raise NotImplementedError("the CuPy stand-in does not emulate ndarray(memptr=..., strides=...)")
         self._raw = np.empty(shape, dtype=dtype, order=order)
+        if self._raw.size:  # fresh device memory holds stale bytes: poison it (see fake_cupy.empty)
+            self._raw[...] = np.frombuffer(b"\x7f" * self._raw.itemsize, dtype=self._raw.dtype)[0]
         self._device_id = 0
 
     @classmethod
