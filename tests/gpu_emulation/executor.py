@@ -19,7 +19,10 @@ How a launch runs
    first element, NumPy scalar -> its bytes by dtype, Python ``int`` -> int64, ``float`` ->
    float64, ``None`` -> null), and the runner checks every argument against the C++ signature
    of the kernel (a wrong count, size or int/float kind fails, where CUDA would read garbage).
-4. Threads run one after the other (blocks in x, y, z order); the buffers come back and
+4. Threads run one after the other, twice: forwards (x fastest, then y, z, then blocks alike)
+   and, from the same inputs, backwards. Threads of a launch are unordered on a GPU, so a byte
+   that differs between the two runs is a race (two threads writing one location, or a thread
+   reading another's output): :class:`KernelRace`. The buffers of the forward run come back and
    overwrite the arrays' memory (writes through views reach the parent array, as on a device).
 """
 
@@ -84,6 +87,10 @@ class UnsupportedCudaFeature(NotImplementedError):
 
 class KernelFault(RuntimeError):
     """The emulated kernel stopped: a sanitizer report (out-of-bounds access, undefined behaviour)."""
+
+
+class KernelRace(KernelFault):
+    """The kernel's result depends on the order its threads run in (a race between threads)."""
 
 
 class CompileError(RuntimeError):
@@ -269,6 +276,8 @@ def launch(exe: Path, name: str, grid: tuple[int, int, int], block: tuple[int, i
     env = {**os.environ, **SANITIZER_ENV}
     proc = subprocess.run([str(exe)], input=bytes(blob), capture_output=True, env=env, check=False)
     err = proc.stderr.decode(errors="replace")
+    if proc.returncode == 3 and "VISIVO_EMU_ERROR: RACE" in err:
+        raise KernelRace(f"kernel {name}: " + err.split("VISIVO_EMU_ERROR: RACE: ", 1)[1].strip())
     if proc.returncode == 3 and "VISIVO_EMU_ERROR" in err:
         raise LaunchError(err.split("VISIVO_EMU_ERROR: ", 1)[1].strip())
     if proc.returncode != 0:

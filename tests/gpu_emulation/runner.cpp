@@ -3,7 +3,8 @@
 // Linked with one compiled kernel source (which defines visivo_emu_table), built with
 // -fsanitize=address,undefined. Reads one launch from stdin, copies every device buffer
 // into its own exactly-sized heap block (so AddressSanitizer's red zones sit right at the
-// buffer's ends), runs every thread of the grid one after the other, and writes the
+// buffer's ends), runs every thread of the grid one after the other -- twice, forwards and
+// backwards, and fails if the results differ (a race between threads) -- and writes the
 // buffers back to stdout. Argument marshalling is CUDA's: one pointer per parameter to
 // a value of the parameter's size; mismatches against the kernel's C++ signature are
 // reported (exit status 3) instead of being reinterpreted silently.
@@ -93,16 +94,30 @@ int main() {
 
     gridDim = {g[0], g[1], g[2]};
     blockDim = {b[0], b[1], b[2]};
-    for (unsigned bz = 0; bz < g[2]; ++bz)
-        for (unsigned by = 0; by < g[1]; ++by)
-            for (unsigned bx = 0; bx < g[0]; ++bx)
-                for (unsigned tz = 0; tz < b[2]; ++tz)
-                    for (unsigned ty = 0; ty < b[1]; ++ty)
-                        for (unsigned tx = 0; tx < b[0]; ++tx) {
-                            blockIdx = {bx, by, bz};
-                            threadIdx = {tx, ty, tz};
-                            k->trampoline(argv.data());
-                        }
+    const uint64_t nblock = (uint64_t)g[0] * g[1] * g[2], nthread = (uint64_t)b[0] * b[1] * b[2];
+    const uint64_t total = nblock * nthread;
+    auto run = [&](uint64_t t) {  // linear thread id -> block and thread indices (x fastest)
+        uint64_t blk = t / nthread, thr = t % nthread;
+        blockIdx = {(unsigned)(blk % g[0]), (unsigned)(blk / g[0] % g[1]), (unsigned)(blk / ((uint64_t)g[0] * g[1]))};
+        threadIdx = {(unsigned)(thr % b[0]), (unsigned)(thr / b[0] % b[1]), (unsigned)(thr / ((uint64_t)b[0] * b[1]))};
+        k->trampoline(argv.data());
+    };
+    // Order check: run the grid forwards, keep the result, restore the inputs, run it backwards.
+    // Threads of a CUDA launch are unordered, so any byte that differs is a race between threads
+    // (two writes to one place, or a thread reading what another writes).
+    std::vector<std::vector<unsigned char>> before(nbuf), forward(nbuf);
+    for (uint32_t i = 0; i < nbuf; ++i) before[i].assign(bufs[i], bufs[i] + sizes[i]);
+    for (uint64_t t = 0; t < total; ++t) run(t);
+    for (uint32_t i = 0; i < nbuf; ++i) {
+        forward[i].assign(bufs[i], bufs[i] + sizes[i]);
+        if (sizes[i]) std::memcpy(bufs[i], before[i].data(), sizes[i]);
+    }
+    for (uint64_t t = total; t-- > 0;) run(t);
+    for (uint32_t i = 0; i < nbuf; ++i)
+        for (uint64_t j = 0; j < sizes[i]; ++j)
+            if (bufs[i][j] != forward[i][j])
+                fail("RACE: the result depends on the order of the threads (buffer " + std::to_string(i) +
+                     ", byte " + std::to_string(j) + "): threads write one location or read another thread's output");
 
     for (uint32_t i = 0; i < nbuf; ++i) {
         if (sizes[i] && std::fwrite(bufs[i], 1, sizes[i], stdout) != sizes[i]) fail("short write");

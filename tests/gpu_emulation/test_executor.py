@@ -92,6 +92,26 @@ def test_undefined_behaviour_trips_ub_sanitizer(cp) -> None:
         cp.RawKernel(source, "grow")((1,), (1,), (out, np.int32(1 << 20)))
 
 
+RACES = {
+    "two threads write one location": "out[0] = (float)threadIdx.x;",
+    "a thread reads another's output": "if (threadIdx.x > 0) out[threadIdx.x] = out[threadIdx.x - 1] + 1.0f;",
+}
+
+
+@pytest.mark.parametrize("body", RACES.values(), ids=RACES.keys())
+def test_race_between_threads_is_detected(cp, body: str) -> None:
+    source = 'extern "C" __global__ void k(float* out) { ' + body + " }"
+    with pytest.raises(executor.KernelRace, match="depends on the order of the threads"):
+        cp.RawKernel(source, "k")((1,), (8,), (cp.zeros(8, dtype=cp.float32),))
+
+
+def test_same_value_from_every_thread_is_no_race(cp) -> None:
+    source = 'extern "C" __global__ void k(float* out) { out[threadIdx.x] = 1.0f; out[8] = 2.0f; }'
+    out = cp.zeros(9, dtype=cp.float32)
+    cp.RawKernel(source, "k")((1,), (8,), (out,))
+    np.testing.assert_array_equal(out.get(), [1.0] * 8 + [2.0])
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
