@@ -26,7 +26,8 @@ js9:
 serve: install js9
 	$(BIN)/visivo-server
 
-## Lint and run the whole test suite (CPU; GPU tests skip without a GPU, fail with --require-gpu).
+## Lint and run the whole test suite (without a GPU the gpu tests run on the CPU emulator of CUDA, which
+## needs g++; with --require-gpu they fail instead).
 test: install-test js9
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q; rc=$$?; \

@@ -72,6 +72,20 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def peak_bandwidth(props: dict[str, Any]) -> float | None:
+    """The device's theoretical memory bandwidth in bytes/s from CUDA device properties.
+
+    ``2 × memoryClockRate × memoryBusWidth / 8`` (double data rate; ``memoryClockRate`` in kHz,
+    ``memoryBusWidth`` in bits), the formula of NVIDIA's ``bandwidthTest``/``deviceQuery``;
+    e.g. an H100 SXM (2 619 000 kHz, 5120 bits) gives 3.35 TB/s. None when the runtime does not
+    report them (CUDA 13 drops ``memoryClockRate``).
+    """
+    clock_khz, bus_bits = props.get("memoryClockRate") or 0, props.get("memoryBusWidth") or 0
+    if clock_khz <= 0 or bus_bits <= 0:
+        return None
+    return 2.0 * clock_khz * 1e3 * bus_bits / 8.0
+
+
 def gpu_description() -> dict[str, Any]:
     """Name, memory and CUDA runtime of device 0 (empty when CuPy or a device is missing)."""
     try:
@@ -82,6 +96,7 @@ def gpu_description() -> dict[str, Any]:
         return {
             "gpu": name,
             "gpu_memory_gib": round(props["totalGlobalMem"] / GiB, 1),
+            "gpu_peak_bandwidth_gb_s": round((peak_bandwidth(props) or 0.0) / 1e9) or None,
             "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
             "cupy": cupy.__version__,
         }
@@ -112,6 +127,7 @@ def machine_markdown(desc: dict[str, Any]) -> str:
     labels = {"cpu": "CPU", "cores": "cores", "ram_gib": "RAM (GiB)", "python": "Python", "numpy": "NumPy",
               "platform": "platform", "date": "date",
               "load_average": "load average (1/5/15 min) at start", "gpu": "GPU", "gpu_memory_gib": "GPU memory (GiB)",
+              "gpu_peak_bandwidth_gb_s": "GPU peak memory bandwidth (GB/s, from clock × bus width)",
               "cuda_runtime": "CUDA runtime", "cupy": "CuPy"}
     return "\n".join(f"- {labels.get(k, k)}: {v}" for k, v in desc.items())
 

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # GPU run: the gpu-marked parity tests, then the GPU benchmarks.
 #
+# The tests run with --require-gpu: on this machine they must run on the real device and fail
+# (never skip, never fall back to the CPU emulator of tests/gpu_emulation) without one. The
+# benchmark reports each moment kernel's achieved bandwidth as a fraction of the device's
+# measured bandwidth and of its peak (2 x memory clock x bus width).
+#
 # For the GPU machine (NumPy, SciPy, CuPy, scikit-image, pytest; no astropy, no network).
 # Run from anywhere:   bash bench/gpu_run.sh
 # With OUT set, the output of each step is tee'd to $OUT/*.log and the results

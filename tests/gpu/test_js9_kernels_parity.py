@@ -1,7 +1,8 @@
 """GPU parity of the JS9 analysis kernels: ``gpu_kernels`` stats / region_flux / contours / fit2d
 against the ``cpu_fallback`` reference.
 
-Runs only with a CUDA device (``pytest -m gpu --require-gpu``); needs NumPy, SciPy,
+Runs on a CUDA device (``pytest -m gpu --require-gpu``), else on the CPU emulator of
+``tests/gpu_emulation``; needs NumPy, SciPy,
 scikit-image, CuPy and pytest only (synthetic data, nothing from ``app.services``). Order
 statistics, counts and positions must be identical; sums and fitted parameters agree within
 the module's tolerance (``app.compute.contract.PARITY_TOLERANCE``, with the defaults below

@@ -1,7 +1,8 @@
 """GPU parity: ``gpu_kernels`` moments / casa_moments against the ``cpu_fallback`` reference.
 
-Runs only with a CUDA device (``pytest -m gpu --require-gpu``); CuPy is imported inside the
-tests so collection works without it. Each check compares dtype, shape, NaN positions and
+Runs on a CUDA device (``pytest -m gpu --require-gpu``), else on the CPU emulator of
+``tests/gpu_emulation``; CuPy is imported inside the tests so collection works without it.
+Each check compares dtype, shape, NaN positions and
 values within ``app.compute.contract.PARITY_TOLERANCE[module]``. Needs only NumPy, CuPy and
 pytest.
 

@@ -3,7 +3,7 @@
 Every public function of ``gpu_kernels.{linewidth,baseline,stacking,isosurface}`` is compared
 with its ``cpu_fallback`` twin on the same input: same dtype and shape, NaN in the same places,
 values within the tolerance noted per test. CuPy is imported inside the tests (this module must
-import on a machine without CUDA; the conftest skips ``gpu`` tests there).
+import on a machine without CUDA; there the conftest runs ``gpu`` tests on the CPU emulator).
 """
 
 from __future__ import annotations
