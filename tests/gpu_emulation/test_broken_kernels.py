@@ -46,7 +46,11 @@ def test_startup_selftest_accepts_the_emulated_gpu(cp) -> None:
     backend = select_backend("gpu")
     assert backend.is_gpu and backend.reason == "CUDA devices found and kernels self-tested"
     assert [d.name for d in backend.devices] == ["CPU emulator of CUDA (tests/gpu_emulation)"]
-    assert backend.kernels("moments", "moment").__name__ == "gpu_kernels.moments"
+    from app.compute.dispatch import JobContext
+    from app.operations import registry
+
+    ctx = JobContext(backend, 0, 1 << 20, capability=registry.get("moment").capability)
+    assert backend.runs_on_gpu(ctx.capability) and ctx.kernels().__name__ == "gpu_kernels.moments"
 
 
 def test_startup_selftest_rejects_a_broken_kernel(cp, caplog: pytest.LogCaptureFixture) -> None:
