@@ -156,6 +156,32 @@ def _check_size(path: Path, hdu: fits.hdu.base._BaseHDU, compressed: bool) -> No
         )
 
 
+def check_scaling(header: fits.Header, name: str) -> None:
+    """Refuse a ``BSCALE`` that cannot scale data: zero, non-finite or not a number.
+
+    FITS stores ``physical = BZERO + BSCALE·raw``; with ``BSCALE = 0`` every pixel would equal
+    ``BZERO`` and the stored values would be lost, so the file is refused with a clear message
+    instead of being read as if ``BSCALE`` were 1.
+
+    Raises
+    ------
+    InvalidRequest
+        Naming the file and the offending value.
+    """
+    if "BSCALE" not in header:
+        return
+    raw = header["BSCALE"]
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"Invalid BSCALE {raw!r} in {name}: it must be a non-zero number.") from None
+    if value == 0.0 or not math.isfinite(value):
+        raise InvalidRequest(
+            f"BSCALE = {raw} in {name}: physical = BZERO + BSCALE*raw would lose every stored value; "
+            "the file must have a finite, non-zero BSCALE."
+        )
+
+
 def open_fits_image(path: Path) -> FitsImage:
     """Open the first image HDU with data of a FITS file (plain or gzip) for block reading.
 
@@ -186,6 +212,7 @@ def open_fits_image(path: Path) -> FitsImage:
         header = hdu.header.copy()
         if isinstance(hdu, fits.CompImageHDU):
             header = fits.ImageHDU(data=None, header=hdu.header).header
+        check_scaling(header, path.name)
         shape_fits = tuple(int(n) for n in raw.shape[::-1])
         info = analyse_wcs(header, shape_fits)
     except InvalidRequest:
