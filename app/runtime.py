@@ -83,4 +83,5 @@ def build_runtime(settings: Settings, token: str, backend: Backend | None = None
         dispatcher=dispatcher,
         cache=ProductCache(settings.product_cache_capacity),
         tasks=TaskRegistry(settings.task_ttl_seconds, settings.task_status_style),
+        sessions=SessionRegistry(settings.session_ttl_seconds, settings.max_datasets_per_session),
     )

@@ -11,6 +11,7 @@ it into memory, which is acceptable for the demo data and small files.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import math
 import warnings
@@ -111,8 +112,13 @@ class FitsImage:
 
 def check_fits_magic(path: Path) -> bool:
     """Return True for gzip files; raise InvalidRequest for empty or non-FITS files."""
-    with path.open("rb") as handle:
-        head = handle.read(80)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(80)
+    except OSError as exc:
+        if out_of_files(exc):
+            raise InvalidRequest(TOO_MANY_FILES) from None
+        raise InvalidRequest(f"Cannot read FITS file {path.name}: {exc.strerror or exc}") from None
     if not head:
         raise InvalidRequest(f"File is empty: {path.name}")
     compressed = head[:2] == _GZIP_MAGIC
@@ -154,6 +160,20 @@ def _check_size(path: Path, hdu: fits.hdu.base._BaseHDU, compressed: bool) -> No
         raise InvalidRequest(
             f"FITS file is truncated: {path.name} needs {expected} data bytes, has {max(available, 0)}."
         )
+
+
+#: The error a client gets when the server is out of file descriptors (EMFILE/ENFILE).
+TOO_MANY_FILES = ("Too many open files on the server: close datasets (DELETE /v1/datasets/{id}) or raise the "
+                  "server's file-descriptor limit (ulimit -n).")
+
+
+def out_of_files(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) is the process or the system running out of file descriptors."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def check_scaling(header: fits.Header, name: str) -> None:
@@ -200,6 +220,8 @@ def open_fits_image(path: Path) -> FitsImage:
     except InvalidRequest:
         raise
     except Exception as exc:
+        if out_of_files(exc):
+            raise InvalidRequest(TOO_MANY_FILES) from None
         raise InvalidRequest(f"Cannot read FITS file {path.name}: {exc}") from None
     hdu = hdul[index]
     try:
