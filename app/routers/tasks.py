@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from app.deps import get_runtime
+from app.deps import get_runtime, session_id_of
 from app.routers.cube import PvRequest, pv_operation
 from app.routers.products import IsosurfaceRequest, MomentRequest, isosurface_operation, moment_operation
 from app.routers.spectral import (
@@ -62,13 +62,13 @@ async def task_isosurface(body: IsosurfaceRequest, request: Request, runtime: Ru
 
 
 @router.get("/{task_id}")
-async def task_status(task_id: str, runtime: Runtime = Depends(get_runtime)) -> dict:
+async def task_status(task_id: str, request: Request, runtime: Runtime = Depends(get_runtime)) -> dict:
     """Status, progress (0–1) and, when done, the full result."""
-    return runtime.tasks.describe(runtime.tasks.get(task_id))
+    return runtime.tasks.describe(runtime.tasks.get(task_id, session_id_of(request)))
 
 
 @router.delete("/{task_id}")
-async def task_delete(task_id: str, runtime: Runtime = Depends(get_runtime)) -> dict:
+async def task_delete(task_id: str, request: Request, runtime: Runtime = Depends(get_runtime)) -> dict:
     """Cancel (the job stops at its next chunk and frees its slot) and remove."""
-    record = await runtime.tasks.delete(task_id)
+    record = await runtime.tasks.delete(task_id, session_id_of(request))
     return {"valid": True, "error": "", "task_id": record.task_id, "deleted": True}

@@ -20,6 +20,7 @@ from app.compute.product_cache import product_key
 from app.errors import InvalidRequest
 from app.responses import ok
 from app.runtime import Runtime
+from app.services.admission import admit, heavy_demand
 from app.services.sessions import Dataset
 from app.services.tasks import TaskRecord
 
@@ -123,7 +124,9 @@ def start_task(runtime: Runtime, op: Operation) -> dict[str, Any]:
     async def work(record: TaskRecord) -> tuple[dict[str, Any], bool]:
         return await execute(runtime, op, progress=record.set_progress, cancel_event=record.cancel_event)
 
-    record = runtime.tasks.create(op.name, work)
+    slots = admit(runtime.dispatcher, runtime.tasks, 0 if cached else heavy_demand(op))  # 429 at once when full
+    owner = op.datasets[0].session_id if op.datasets else None
+    record = runtime.tasks.create(op.name, work, session_id=owner, slots=slots)
     described = runtime.tasks.describe(record)
     return ok(task_id=record.task_id, status=described["status"], operation=op.name,
               cache_hit=bool(cached))
