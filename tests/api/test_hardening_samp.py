@@ -137,7 +137,8 @@ def test_lockfile_is_read_without_the_service_lock(samp: TestClient, hub_dir: Pa
     samp.post("/v1/samp/connect")
     samp.get("/v1/samp/status")
     samp.post("/v1/samp/hub-status", json={})
-    assert held and not any(held)
+    samp.post("/v1/samp/send", json={"mtype": "coord.pointAt.sky", "params": {"ra": 1, "dec": 2}})
+    assert len(held) >= 4 and not any(held)
 
 
 @pytest.mark.parametrize(("origin", "allowed"), [

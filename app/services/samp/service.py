@@ -272,8 +272,9 @@ class SampService:
         """Send now when connected, else queue; ``recipient`` is a client id or name (empty/``all``: broadcast)."""
         message = messages.make_message(mtype, params)
         target = None if (recipient or "").strip().lower() in BROADCAST else recipient.strip()
+        connected = self.ensure()  # reads the lockfile: before the lock
         with self._lock:
-            if self.ensure():
+            if connected:
                 try:
                     ids = self._deliver(message, target)
                     return {"sent": True, "queued": False, "mtype": message["samp.mtype"], "recipients": ids,
