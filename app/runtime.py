@@ -17,6 +17,7 @@ from app.compute.dispatch import Dispatcher, JobContext
 from app.compute.product_cache import ProductCache
 from app.compute.residency import ResidentCubes
 from app.compute.slab_runner import upload_cube
+from app.io.fits_writer import sweep_partial_files
 from app.services.hips import HipsConfig, HipsService
 from app.services.js9.images import ImageCache
 from app.services.samp import SampConfig, SampService
@@ -95,6 +96,7 @@ def build_runtime(settings: Settings, token: str, backend: Backend | None = None
         chunk_bytes=settings.chunk_megabytes << 20,
     )
     settings.output_dir.mkdir(parents=True, exist_ok=True)
+    sweep_partial_files(settings.output_dir)  # .part files of writers killed mid-write
     totals = {d.index: d.total_memory for d in backend.devices}
     fraction = settings.gpu_memory_fraction
     runtime = Runtime(
@@ -105,6 +107,7 @@ def build_runtime(settings: Settings, token: str, backend: Backend | None = None
         dispatcher=dispatcher,
         cache=ProductCache(settings.product_cache_capacity),
         tasks=TaskRegistry(settings.task_ttl_seconds, settings.task_status_style),
+        sessions=SessionRegistry(settings.session_ttl_seconds, settings.max_datasets_per_session),
     )
     runtime.hips = HipsService(HipsConfig.from_settings(settings), runtime.roots)
     runtime.samp = SampService(SampConfig.from_settings(settings), runtime.roots, runtime.sessions)

@@ -171,6 +171,7 @@ class Dispatcher:
         all_busy = all(lane.outstanding >= lane.capacity for lane in self.lanes)
         return all_busy and self.waiting() >= self.queue_limit
 
+
     async def run_heavy(
         self,
         job: Callable[[JobContext], T],

@@ -11,6 +11,7 @@ it into memory, which is acceptable for the demo data and small files.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import math
 import warnings
@@ -111,8 +112,13 @@ class FitsImage:
 
 def check_fits_magic(path: Path) -> bool:
     """Return True for gzip files; raise InvalidRequest for empty or non-FITS files."""
-    with path.open("rb") as handle:
-        head = handle.read(80)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(80)
+    except OSError as exc:
+        if out_of_files(exc):
+            raise InvalidRequest(TOO_MANY_FILES) from None
+        raise InvalidRequest(f"Cannot read FITS file {path.name}: {exc.strerror or exc}") from None
     if not head:
         raise InvalidRequest(f"File is empty: {path.name}")
     compressed = head[:2] == _GZIP_MAGIC
@@ -156,6 +162,46 @@ def _check_size(path: Path, hdu: fits.hdu.base._BaseHDU, compressed: bool) -> No
         )
 
 
+#: The error a client gets when the server is out of file descriptors (EMFILE/ENFILE).
+TOO_MANY_FILES = ("Too many open files on the server: close datasets (DELETE /v1/datasets/{id}) or raise the "
+                  "server's file-descriptor limit (ulimit -n).")
+
+
+def out_of_files(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) is the process or the system running out of file descriptors."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def check_scaling(header: fits.Header, name: str) -> None:
+    """Refuse a ``BSCALE`` that cannot scale data: zero, non-finite or not a number.
+
+    FITS stores ``physical = BZERO + BSCALE·raw``; with ``BSCALE = 0`` every pixel would equal
+    ``BZERO`` and the stored values would be lost, so the file is refused with a clear message
+    instead of being read as if ``BSCALE`` were 1.
+
+    Raises
+    ------
+    InvalidRequest
+        Naming the file and the offending value.
+    """
+    if "BSCALE" not in header:
+        return
+    raw = header["BSCALE"]
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"Invalid BSCALE {raw!r} in {name}: it must be a non-zero number.") from None
+    if value == 0.0 or not math.isfinite(value):
+        raise InvalidRequest(
+            f"BSCALE = {raw} in {name}: physical = BZERO + BSCALE*raw would lose every stored value; "
+            "the file must have a finite, non-zero BSCALE."
+        )
+
+
 def open_fits_image(path: Path) -> FitsImage:
     """Open the first image HDU with data of a FITS file (plain or gzip) for block reading.
 
@@ -174,6 +220,8 @@ def open_fits_image(path: Path) -> FitsImage:
     except InvalidRequest:
         raise
     except Exception as exc:
+        if out_of_files(exc):
+            raise InvalidRequest(TOO_MANY_FILES) from None
         raise InvalidRequest(f"Cannot read FITS file {path.name}: {exc}") from None
     hdu = hdul[index]
     try:
@@ -186,6 +234,7 @@ def open_fits_image(path: Path) -> FitsImage:
         header = hdu.header.copy()
         if isinstance(hdu, fits.CompImageHDU):
             header = fits.ImageHDU(data=None, header=hdu.header).header
+        check_scaling(header, path.name)
         shape_fits = tuple(int(n) for n in raw.shape[::-1])
         info = analyse_wcs(header, shape_fits)
     except InvalidRequest:

@@ -4,6 +4,11 @@ A path is accepted when, after resolving ``..`` and every symbolic link, it lies
 inside one of the roots. Relative paths are taken relative to the first root.
 Every refusal looks exactly like "not found", so a client cannot probe the
 file system outside the roots. Dot-entries (hidden files) are refused too.
+
+``~`` is never expanded: a client path such as ``~root/x.fits`` or ``~/x.fits`` is an
+ordinary relative name (a directory literally called ``~root`` under the first root),
+so it answers "not found" like any other missing file whether or not that account
+exists (no local-account oracle, and never the server's home directory).
 """
 
 from __future__ import annotations
@@ -37,12 +42,12 @@ def confine(raw: str | None, roots: Sequence[Path], *, want_dir: bool = False) -
     text = (raw or "").strip()
     if "\x00" in text:
         raise InvalidRequest(missing)
-    candidate = Path(text).expanduser() if text else roots[0]
-    if not candidate.is_absolute():
-        candidate = roots[0] / candidate
     try:
+        candidate = Path(text) if text else roots[0]
+        if not candidate.is_absolute():
+            candidate = roots[0] / candidate
         resolved = candidate.resolve(strict=True)
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):
         raise InvalidRequest(missing) from None
     root = next((r for r in roots if _inside(resolved, r)), None)
     if root is None:
@@ -58,7 +63,7 @@ def confine(raw: str | None, roots: Sequence[Path], *, want_dir: bool = False) -
 
 def confine_sibling(raw: str, roots: Sequence[Path]) -> Path:
     """Resolve a path that may not exist yet but whose parent directory must be inside ``roots``."""
-    candidate = Path(raw).expanduser()
+    candidate = Path(raw or "")
     if not candidate.is_absolute():
         candidate = roots[0] / candidate
     parent = confine(str(candidate.parent), roots, want_dir=True)

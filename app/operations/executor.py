@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from app.compute.product_cache import product_key
-from app.errors import Busy, InvalidRequest
+from app.errors import InvalidRequest
 from app.operations.base import Operation, Plan
 from app.responses import ok
+from app.services.admission import admit, heavy_demand
 from app.services.tasks import TaskRecord
 
 if TYPE_CHECKING:
@@ -107,18 +108,21 @@ async def _run_parts(runtime: Runtime, op: type[Operation], plan: Plan, *, gpu: 
 
 
 def start_task(runtime: Runtime, op: type[Operation], plan: Plan, *, session_id: str | None) -> dict[str, Any]:
-    """Queue the plan as an async task owned by ``session_id``; the answer carries ``task_id``.
+    """Queue the plan as an async task; the answer carries ``task_id``.
 
-    A heavy submission when every slot and the wait queue are full answers 429 at once.
+    The task belongs to the session of its datasets (else the caller's), with the datasets' rule
+    for access. A heavy submission that would not fit the slots plus the wait queue answers 429 at
+    once (:mod:`app.services.admission`).
     """
     key = cache_key(op, plan)
     cached = key is not None and key in runtime.cache
-    if not cached and op.capability.tier == "heavy" and runtime.dispatcher.saturated():
-        raise Busy("Server busy: all heavy compute slots and the wait queue are full; retry shortly.")
+    demand = 0 if cached else heavy_demand(op.capability.tier, len(plan.parts))
+    slots = admit(runtime.dispatcher, runtime.tasks, demand)
 
     async def work(record: TaskRecord) -> tuple[dict[str, Any], bool]:
         return await execute(runtime, op, plan, progress=record.set_progress, cancel_event=record.cancel_event)
 
-    record = runtime.tasks.create(op.name, work)
+    owner = plan.datasets[0].session_id if plan.datasets else session_id
+    record = runtime.tasks.create(op.name, work, session_id=owner, slots=slots)
     described = runtime.tasks.describe(record)
     return ok(task_id=record.task_id, status=described["status"], operation=op.name, cache_hit=bool(cached))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
@@ -22,6 +21,7 @@ from app.deps import get_samp, session_id_of
 from app.errors import ApiError
 from app.responses import ok
 from app.services.samp import SampService
+from app.services.samp.origin import is_loopback_host_header, is_loopback_origin
 from app.services.samp.upload import receive_upload
 
 
@@ -50,10 +50,10 @@ async def loopback_only(request: Request) -> None:
     client = request.client
     if client is None or not is_loopback_host(client.host):
         raise Forbidden("SAMP routes answer requests from this machine (loopback) only.")
-    if not is_loopback_host(urlsplit("//" + request.headers.get("host", "")).hostname):
+    if not is_loopback_host_header(request.headers.get("host")):
         raise Forbidden("SAMP routes must be addressed to localhost or a loopback address.")
     origin = request.headers.get("origin")
-    if origin is not None and not is_loopback_host(urlsplit(origin).hostname):
+    if origin is not None and not is_loopback_origin(origin):  # strict: scheme, no userinfo, exact host
         raise Forbidden("Cross-origin requests to SAMP routes are refused.")
 
 

@@ -107,7 +107,7 @@ def subtract(ctx: JobContext, dataset: Dataset, params: BaselineParams, output_d
     path = unique_output_path(output_dir, f"{stem}_baseline_{params.method}{params.order}")
     partial = None
     lo, hi = np.inf, -np.inf
-    with CubeWriter(path, _header(dataset, params), (nz, ny, nx)) as writer:
+    with CubeWriter(path, _header(dataset, params), (nz, ny, nx), exclusive=True) as writer:
         slabs = y_slabs((nz, ny, nx), ctx.chunk_bytes, bytes_per_voxel=24.0)
         for i, ys in enumerate(slabs):
             ctx.check_cancelled()

@@ -174,6 +174,6 @@ def moment_product(ctx: JobContext, dataset: Dataset, params: MomentParams, *, s
         stem = dataset.path.name.split(".fits")[0]
         path = unique_output_path(output_dir, f"{stem}_mom{params.order}_{params.convention}"
                                               f"_ch{params.channel_start}-{params.channel_end}")
-        write_fits_atomic(path, data, moment_header(dataset, params, unit, axis))
+        path = write_fits_atomic(path, data, moment_header(dataset, params, unit, axis), exclusive=True)
         body["output_path"] = str(path)
     return body

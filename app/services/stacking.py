@@ -135,7 +135,7 @@ def stack_cube(ctx: JobContext, datasets: list[Dataset], *, method: str, weight_
     header["HISTORY"] = f"created {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}"
     path = unique_output_path(output_dir, f"{first.path.name.split('.fits')[0]}_stack{len(datasets)}_{method}")
     lo, hi = np.inf, -np.inf
-    with CubeWriter(path, header, source.shape) as writer:
+    with CubeWriter(path, header, source.shape, exclusive=True) as writer:
         slabs = y_slabs(source.shape, ctx.chunk_bytes, bytes_per_voxel=4.0 * (len(datasets) + 2))
         for i, ys in enumerate(slabs):
             ctx.check_cancelled()

@@ -6,6 +6,10 @@ terminal states read ``completed|failed`` for older desktop clients. ``DELETE``
 sets the job's cancel event (the job stops at its next chunk and frees its slot)
 and removes the entry. Entries expire ``VISIVO_TASK_TTL_SECONDS`` after their last
 touch (creation, a poll, completion).
+
+A task belongs to the session of the datasets it reads, with the rule of datasets: a
+request naming no session, or that session, reaches it by id; a request naming another
+session gets HTTP 404 naming the session asked.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.errors import ApiError, Cancelled, NotFound
+from app.errors import ApiError, Cancelled
+from app.services.sessions import lookup_error
 
 _LEGACY = {"done": "completed", "error": "failed"}
 
@@ -38,6 +43,10 @@ class TaskRecord:
     finished_at: float | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     handle: asyncio.Task | None = None
+    #: The owning session (``None``: reachable from every session).
+    session_id: str | None = None
+    #: Heavy jobs booked at admission, counted while the task is still ``pending``.
+    slots: int = 0
 
     def set_progress(self, fraction: float) -> None:
         self.progress = fraction
@@ -74,10 +83,14 @@ class TaskRegistry:
         self,
         operation: str,
         work: Callable[[TaskRecord], Awaitable[tuple[dict[str, Any], bool]]],
+        *,
+        session_id: str | None = None,
+        slots: int = 0,
     ) -> TaskRecord:
-        """Start ``work(record)`` (returns ``(result, cache_hit)``) as a background task."""
+        """Start ``work(record)`` (returns ``(result, cache_hit)``) as a background task of ``session_id``."""
         self.expire()
-        record = TaskRecord(task_id=f"task_{secrets.token_hex(8)}", operation=operation)
+        record = TaskRecord(task_id=f"task_{secrets.token_hex(8)}", operation=operation, session_id=session_id,
+                            slots=slots)
         self._tasks[record.task_id] = record
 
         async def runner() -> None:
@@ -101,17 +114,23 @@ class TaskRegistry:
         record.handle = asyncio.get_running_loop().create_task(runner())
         return record
 
-    def get(self, task_id: str) -> TaskRecord:
+    def get(self, task_id: str, session_id: str | None = None) -> TaskRecord:
+        """The task, if ``session_id`` is ``None``/empty or its owner's; 404 naming the session otherwise."""
         self.expire()
         task = self._tasks.get(task_id)
-        if task is None:
-            raise NotFound(f"Task not found: {task_id}")
+        sid = (session_id or "").strip() or None
+        if task is None or (sid is not None and task.session_id is not None and sid != task.session_id):
+            raise lookup_error("Task", task_id, sid)
         task.touched_at = time.time()
         return task
 
-    async def delete(self, task_id: str) -> TaskRecord:
+    def pending_slots(self) -> int:
+        """Heavy jobs booked by tasks accepted but not yet started (see :mod:`app.services.admission`)."""
+        return sum(t.slots for t in self._tasks.values() if t.status == "pending")
+
+    async def delete(self, task_id: str, session_id: str | None = None) -> TaskRecord:
         """Cancel (if running) and remove; waits until the job has released its slot."""
-        task = self.get(task_id)
+        task = self.get(task_id, session_id)
         self._drop(task)
         if task.handle is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
@@ -134,11 +153,13 @@ class TaskRegistry:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def listing(self) -> list[dict[str, Any]]:
-        """Every live task, oldest first, described without its result (``GET /v1/tasks``)."""
+    def listing(self, session_id: str | None = None) -> list[dict[str, Any]]:
+        """Live tasks (of ``session_id`` when given), oldest first, without results (``GET /v1/tasks``)."""
         self.expire()
+        sid = (session_id or "").strip() or None
+        mine = [t for t in self._tasks.values() if sid is None or t.session_id in (None, sid)]
         return [{k: v for k, v in self.describe(t).items() if k not in ("valid", "result")}
-                for t in sorted(self._tasks.values(), key=lambda t: t.created_at)]
+                for t in sorted(mine, key=lambda t: t.created_at)]
 
     def running(self) -> int:
         return sum(1 for t in self._tasks.values() if t.status in ("pending", "running"))

@@ -60,11 +60,11 @@ def test_foreign_and_unknown_dataset_are_404(client: TestClient) -> None:
     other = open_dataset(client, "3c273_continuum.fits.gz")["session_id"]
     foreign = client.get(f"/v1/datasets/{ds}", headers={"X-Visivo-Session": other})
     unknown = client.get("/v1/datasets/ds_ffffffffffff", headers={"X-Visivo-Session": other})
-    missing_header = client.get(f"/v1/datasets/{ds}")
-    for response in (foreign, unknown, missing_header):
+    for response in (foreign, unknown):
         assert response.status_code == 404
         assert response.json()["valid"] is False
-    assert foreign.json()["error"] == f"Dataset not found: {ds}"
+    assert foreign.json()["error"] == f"Dataset {ds} not found in session {other}"
+    assert client.get(f"/v1/datasets/{ds}").status_code == 200  # no session header: addressed by id (issue 11)
     closed = client.delete(f"/v1/datasets/{ds}", headers={"X-Visivo-Session": opened["session_id"]})
     assert closed.json()["closed"] is True
     assert client.get(f"/v1/datasets/{ds}", headers={"X-Visivo-Session": opened["session_id"]}).status_code == 404

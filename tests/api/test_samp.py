@@ -79,8 +79,9 @@ class Hubs:
 
 
 @pytest.fixture
-def hubs(tmp_path: Path) -> Iterator[Hubs]:
+def hubs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hubs]:
     manager = Hubs(tmp_path / "samp-hub.lock")
+    monkeypatch.setenv("SAMP_HUB", f"std-lockurl:{manager.lockfile.as_uri()}")  # the server's configured hub
     try:
         yield manager
     finally:
@@ -476,7 +477,7 @@ def test_configs_read_settings_fields(tmp_path: Path) -> None:
     assert defaults.max_file_bytes == 512 << 20 and defaults.require_token is False
 
 
-def test_frozen_hub_times_out(samp_client: TestClient, tmp_path: Path) -> None:
+def test_frozen_hub_times_out(samp_client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
     service = _service(samp_client)
@@ -486,6 +487,7 @@ def test_frozen_hub_times_out(samp_client: TestClient, tmp_path: Path) -> None:
         silent.listen(8)
         lock = tmp_path / "frozen.lock"
         lock.write_text(f"samp.secret=s\nsamp.hub.xmlrpc.url=http://127.0.0.1:{silent.getsockname()[1]}/\n")
+        monkeypatch.setenv("SAMP_HUB", f"std-lockurl:{lock.as_uri()}")
         started = time.monotonic()
         res = samp_client.post("/v1/samp/connect", json={"lockfile": str(lock)}).json()
         assert res["valid"] is False and "Cannot register" in res["error"]

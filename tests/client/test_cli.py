@@ -143,7 +143,7 @@ def test_tasks_command(visivo, raw_for) -> None:
     code, text, _ = visivo("tasks", task_id, "--cancel")
     assert code == 0 and "cancelled" in text and raw.get(f"/v1/tasks/{task_id}").status_code == 404
     code, _, err = visivo("tasks", task_id)
-    assert code == 1 and "Task not found" in err
+    assert code == 1 and f"Task {task_id} not found" in err
 
 
 def test_exit_codes(visivo, tmp_path, capsys) -> None:

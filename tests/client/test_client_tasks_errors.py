@@ -39,7 +39,7 @@ def test_ctrl_c_cancels_the_task_on_the_server(client: Client, raw_for, monkeypa
     task_id = seen["task_id"]
     assert seen["status"] in ("pending", "running", "done")
     gone = raw.get(f"/v1/tasks/{task_id}")
-    assert gone.status_code == 404 and "Task not found" in gone.json()["error"]
+    assert gone.status_code == 404 and "not found" in gone.json()["error"]
     assert task_id not in [t["task_id"] for t in client.tasks()]
     assert raw.get("/v1/health").json()["running_tasks"] == 0
 
@@ -54,7 +54,7 @@ def test_task_listing_and_cancel_by_id(client: Client, raw_for) -> None:
     assert client.cancel(created["task_id"]) is False
     with pytest.raises(VisivoError) as missing:
         client.task(created["task_id"])
-    assert missing.value.status == 404 and "Task not found" in missing.value.message
+    assert missing.value.status == 404 and "not found" in missing.value.message
 
 
 def test_wrong_token(live_server) -> None:

@@ -25,6 +25,8 @@ class SampConfig:
         Seconds between watchdog checks of the hub once connected (0: no watchdog).
     require_token
         Also require ``X-Visivo-Token`` on the SAMP routes (except file downloads by token).
+    lockfile_dir
+        Directory whose ``.samp`` is the hub lockfile (``None``: ``SAMP_HUB``, else ``~/.samp``).
     """
 
     output_dir: Path
@@ -33,6 +35,7 @@ class SampConfig:
     hub_timeout: float = 5.0
     watch_interval: float = 10.0
     require_token: bool = False
+    lockfile_dir: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> SampConfig:
@@ -44,4 +47,5 @@ class SampConfig:
             hub_timeout=float(getattr(settings, "samp_hub_timeout_seconds", 5.0)),
             watch_interval=float(getattr(settings, "samp_watch_seconds", 10.0)),
             require_token=bool(getattr(settings, "samp_require_token", False)),
+            lockfile_dir=getattr(settings, "samp_lockfile_dir", None),
         )

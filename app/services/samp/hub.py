@@ -1,7 +1,10 @@
 """The server's own SAMP client: hub discovery, connection with timeouts, subscriptions, sending.
 
-- Discovery follows the SAMP Standard Profile: ``SAMP_HUB=std-lockurl:file://...`` when set, else
-  ``~/.samp``; only local (``file:``) lockfiles are read. Multi-hub mode (``~/.samp-1/``) is not used.
+- Discovery follows the SAMP Standard Profile: ``<VISIVO_SAMP_LOCKFILE_DIR>/.samp`` when that setting
+  is given, else ``SAMP_HUB=std-lockurl:file://...`` when set, else ``~/.samp``; only local (``file:``)
+  lockfiles are read, and a client never names the file. Multi-hub mode (``~/.samp-1/``) is not used.
+- The lockfile is read as a small regular file opened with ``O_NONBLOCK`` (a FIFO or device never
+  blocks the read); every unusable lockfile gets the same answer (no existence oracle).
 - The client is :class:`pyvo.samp.SAMPIntegratedClient` named for this server, listening on
   127.0.0.1 only. Its hub proxy is replaced by one whose XML-RPC calls time out, so a frozen hub
   cannot block a request forever.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import stat
 import threading
 import xmlrpc.client
 from collections.abc import Callable
@@ -41,6 +45,7 @@ CLIENT_DESCRIPTION = "VisIVO GPU compute server for radio-astronomy cubes (FastA
 MAX_LOCKFILE_BYTES = 64 * 1024
 LISTEN_ADDRESS = "127.0.0.1"
 _JAVA_ESCAPE = re.compile(r"\\(.)")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 #: ``on_message(kind, sender_id, sender_name, mtype, params, msg_id)``
 MessageHandler = Callable[[str, str, str, str, dict, "str | None"], None]
@@ -50,10 +55,14 @@ class HubError(Exception):
     """No usable hub (no lockfile, malformed lockfile, unreachable hub, refused registration)."""
 
 
-def lockfile_path(explicit: str | None = None) -> Path:
-    """The hub lockfile: ``explicit``, else ``$SAMP_HUB`` (``std-lockurl:file:...``), else ``~/.samp``."""
-    if explicit:
-        return Path(os.path.expanduser(explicit))
+def lockfile_path(directory: Path | None = None) -> Path:
+    """The hub lockfile the server is configured for; never a path chosen by a client.
+
+    ``directory/.samp`` when a directory is configured (``VISIVO_SAMP_LOCKFILE_DIR``), else
+    ``$SAMP_HUB`` (``std-lockurl:file:...``), else ``~/.samp`` of the server's user.
+    """
+    if directory is not None:
+        return Path(directory) / ".samp"
     env = os.environ.get("SAMP_HUB", "").strip()
     if not env:
         return Path.home() / ".samp"
@@ -68,26 +77,69 @@ def lockfile_path(explicit: str | None = None) -> Path:
     raise HubError("Only local (file:) SAMP lockfiles are supported.")
 
 
+def no_hub_message(path: Path) -> str:
+    """The one answer for a missing, unreadable, non-regular, oversized or malformed lockfile."""
+    return f"No running SAMP hub found (no usable lockfile at {path})."
+
+
+def _read_capped(path: Path) -> bytes:
+    """The bytes of a regular file of at most :data:`MAX_LOCKFILE_BYTES`, opened without blocking.
+
+    ``O_NONBLOCK`` makes ``open`` return at once on a FIFO (which would otherwise wait for a
+    writer) and the ``fstat`` check then refuses it, like any device, socket or directory.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_LOCKFILE_BYTES:
+            raise HubError("not a small regular file")
+        chunks, total = [], 0
+        while total <= MAX_LOCKFILE_BYTES:
+            chunk = os.read(fd, MAX_LOCKFILE_BYTES + 1 - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > MAX_LOCKFILE_BYTES:
+        raise HubError("too large")
+    return data
+
+
 def read_lockfile(path: Path) -> dict[str, str]:
-    """The ``key=value`` entries of a lockfile; :class:`HubError` when missing or without secret and URL.
+    """The ``key=value`` entries of a lockfile; :class:`HubError` (one message) when it is unusable.
 
     Values are unescaped like Java properties (JSAMP, TOPCAT's hub, writes ``http\\://host\\:port/``).
+    Missing, unreadable, non-regular (FIFO, device, directory), larger than
+    :data:`MAX_LOCKFILE_BYTES`, not UTF-8 text, holding control characters (NUL ...), without
+    ``samp.secret`` and ``samp.hub.xmlrpc.url``, or with a hub URL that is not http(s): all answer
+    the same :func:`no_hub_message`.
     """
     try:
-        with path.open("rb") as handle:
-            text = handle.read(MAX_LOCKFILE_BYTES).decode("utf-8", "replace")
-    except OSError:
-        raise HubError(f"No running SAMP hub found (no lockfile at {path}).") from None
+        data = _read_capped(path)
+        text = data.decode("utf-8")
+    except (OSError, ValueError, HubError):
+        raise HubError(no_hub_message(path)) from None
+    if _CONTROL.search(text):
+        raise HubError(no_hub_message(path))
     values = {}
     for line in text.splitlines():
         if line.startswith("#") or "=" not in line:
             continue
         key, _, value = line.partition("=")
         values[key.strip()] = _JAVA_ESCAPE.sub(r"\1", value.strip())
-    if not values.get("samp.secret") or not values.get("samp.hub.xmlrpc.url"):
-        raise HubError(f"Malformed SAMP lockfile {path}.")
-    if urlsplit(values["samp.hub.xmlrpc.url"]).scheme not in ("http", "https"):
-        raise HubError(f"The SAMP hub URL in {path} is not http(s).")
+    url = values.get("samp.hub.xmlrpc.url", "")
+    if not values.get("samp.secret") or not url:
+        raise HubError(no_hub_message(path))
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
+    except ValueError:
+        valid = False
+    if not valid:
+        raise HubError(no_hub_message(path))
     return values
 
 

@@ -2,7 +2,10 @@
 
 - ``connect`` registers the server with the user's hub and asks to *stay* connected: every status
   call, heartbeat, send and a background watchdog check the hub (ping, and the lockfile's secret),
-  and reconnect when the hub has restarted. ``disconnect`` stops that.
+  and reconnect when the hub has restarted. ``disconnect`` stops that. The hub is the one the
+  server is configured for (:func:`~app.services.samp.hub.lockfile_path`); a client cannot name
+  another lockfile. The lockfile is read before the service lock is taken (no file I/O under the
+  lock), and any failure to read or use it only sets ``last_error``: status calls keep answering.
 - ``send`` notifies one peer (id or name) or all subscribed peers; without a hub the message waits
   in the outbox and goes out on the next (re)connection (or is pulled from ``/pending`` by a bridge).
 - Received messages (SAMP notifications and calls of the standard MTypes, and ``/receive``) land
@@ -34,7 +37,14 @@ from app.services.samp.sharing import SharedFiles, sniff
 from app.services.sessions import SessionRegistry
 
 log = logging.getLogger("visivo.samp")
+#: The answer to a ``connect`` naming a lockfile other than the configured one.
+CLIENT_LOCKFILE_REFUSED = ("The SAMP lockfile is set by the server's configuration (VISIVO_SAMP_LOCKFILE_DIR, "
+                           "SAMP_HUB or ~/.samp); a client cannot choose another one.")
 BROADCAST = ("", "all", "*", "broadcast")
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 class _HubDown(Exception):
@@ -52,7 +62,6 @@ class SampService:
         self._conn: HubConnection | None = None
         self._lock = threading.RLock()
         self._want = False
-        self._lockfile_arg: str | None = None
         self._lockfile: Path | None = None
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
@@ -82,10 +91,31 @@ class SampService:
         if conn is not None:
             conn.close()
 
-    def _open(self) -> None:
-        path = lockfile_path(self._lockfile_arg)
-        params = read_lockfile(path)
-        self._conn = HubConnection(params, timeout=self.config.hub_timeout, on_message=self._on_message)
+    def configured_lockfile(self) -> Path | None:
+        """The lockfile this server uses (``None`` when ``SAMP_HUB`` is unusable)."""
+        try:
+            return lockfile_path(self.config.lockfile_dir)
+        except HubError:
+            return None
+
+    def _read_configured(self) -> tuple[Path | None, dict[str, str] | None, str]:
+        """``(path, params, error)`` of the configured lockfile; called with no lock held (file I/O)."""
+        try:
+            path = lockfile_path(self.config.lockfile_dir)
+        except HubError as exc:
+            return None, None, str(exc)
+        try:
+            return path, read_lockfile(path), ""
+        except HubError as exc:
+            return path, None, str(exc)
+
+    def _open(self, path: Path, params: dict[str, str]) -> None:
+        try:
+            self._conn = HubConnection(params, timeout=self.config.hub_timeout, on_message=self._on_message)
+        except HubError:
+            raise
+        except Exception as exc:  # e.g. a hub URL the HTTP stack refuses: never a 500, never a wedge
+            raise HubError(f"Cannot register with the SAMP hub: {type(exc).__name__}") from None
         self._lockfile = path
         self.connected_at = time.time()
         self.last_error = ""
@@ -93,25 +123,26 @@ class SampService:
             self.reconnects += 1
         self._ever_connected = True
 
-    def _lockfile_changed(self, conn: HubConnection) -> bool:
-        try:
-            params = read_lockfile(self._lockfile or lockfile_path(self._lockfile_arg))
-        except HubError:
-            return False
-        return params["samp.secret"] != conn.secret or params["samp.hub.xmlrpc.url"] != conn.hub_url
-
     def ensure(self) -> bool:
         """Whether a live hub connection exists, reconnecting first when one is wanted and the hub changed."""
+        if not self._want and self._conn is None:
+            return False
+        path, params, error = self._read_configured()  # before the lock: no file I/O under it
         with self._lock:
             conn = self._conn
             if conn is not None:
-                if not conn.gone.is_set() and conn.alive() and not self._lockfile_changed(conn):
+                changed = params is not None and (
+                    params["samp.secret"] != conn.secret or params["samp.hub.xmlrpc.url"] != conn.hub_url)
+                if not conn.gone.is_set() and conn.alive() and not changed:
                     return True
                 self._drop()
             if not self._want:
                 return False
+            if params is None:
+                self.last_error = error
+                return False
             try:
-                self._open()
+                self._open(path, params)
             except HubError as exc:
                 self.last_error = str(exc)
                 return False
@@ -119,14 +150,23 @@ class SampService:
             return True
 
     def connect(self, lockfile: str | None = None) -> dict[str, Any]:
-        """Register with the hub (``lockfile``, else ``$SAMP_HUB``, else ``~/.samp``) and stay connected."""
+        """Register with the configured hub and stay connected.
+
+        ``lockfile`` (from older clients) is accepted only when it names the configured lockfile;
+        any other value is refused with one fixed message, before anything is read.
+        """
+        configured = self.configured_lockfile()
+        if lockfile and (configured is None or lockfile.strip() != str(configured)):
+            raise InvalidRequest(CLIENT_LOCKFILE_REFUSED)
+        path, params, error = self._read_configured()
         with self._lock:
             self._want = True
-            self._lockfile_arg = lockfile or None
             self._ever_connected = False
             self._drop()
             try:
-                self._open()
+                if params is None:
+                    raise HubError(error)
+                self._open(path, params)
             except HubError as exc:
                 self.last_error = str(exc)
                 self._start_watchdog()
@@ -164,7 +204,7 @@ class SampService:
                 "client_name": CLIENT_NAME,
                 "client_id": conn.client_id if conn else None,
                 "hub_url": conn.hub_url if conn else None,
-                "lockfile": str(self._lockfile or lockfile_path(self._lockfile_arg)) if self._want else None,
+                "lockfile": _text(self._lockfile or self.configured_lockfile()) if self._want else None,
                 "connected_since": self.connected_at,
                 "reconnects": self.reconnects,
                 "last_error": self.last_error,
@@ -232,8 +272,9 @@ class SampService:
         """Send now when connected, else queue; ``recipient`` is a client id or name (empty/``all``: broadcast)."""
         message = messages.make_message(mtype, params)
         target = None if (recipient or "").strip().lower() in BROADCAST else recipient.strip()
+        connected = self.ensure()  # reads the lockfile: before the lock
         with self._lock:
-            if self.ensure():
+            if connected:
                 try:
                     ids = self._deliver(message, target)
                     return {"sent": True, "queued": False, "mtype": message["samp.mtype"], "recipients": ids,

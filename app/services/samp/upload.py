@@ -33,7 +33,7 @@ class _Sink:
 
     def open(self, client_name: str | None) -> BinaryIO:
         self.dest = unique_destination(self.directory, safe_filename(client_name, self.default_name))
-        self.tmp = self.dest.with_name(f".{self.dest.name}.part")
+        self.tmp = self.dest.with_name(f".{self.dest.name}.{os.getpid()}.part")
         self.handle = self.tmp.open("wb")
         return self.handle
 
