@@ -74,9 +74,11 @@ def column_blocks(npix: int, nz: int, block_elements: int) -> list[slice]:
 def finite_span(y: Any, xp: Any) -> tuple[Any, Any]:
     """First and last finite channel of each column of ``y`` ``(nz, B)`` (``nz`` / -1 if none)."""
     nz = y.shape[0]
-    c = xp.arange(nz)[:, None]
     fin = xp.isfinite(y)
-    return xp.where(fin, c, nz).min(axis=0), xp.where(fin, c, -1).max(axis=0)
+    anyf = fin.any(axis=0)
+    first = xp.argmax(fin, axis=0)  # the first True
+    last = nz - 1 - xp.argmax(fin[::-1], axis=0)
+    return xp.where(anyf, first, nz), xp.where(anyf, last, -1)
 
 
 def outcome_orders(fin: Any, lf: Any, first: Any, last: Any, order: int, method: str, xp: Any) -> Any:
@@ -123,7 +125,9 @@ def fit_block(yl: Any, v: Any, chosen: Any, method: str, xp: Any) -> Any:
         gram = (w.T @ (v[:, :, None] * v[:, None, :]).reshape(nl, k * k)).reshape(-1, k, k)
         rhs = xp.where(fin, yl, 0.0).T @ v
         coef = xp.zeros((k, yl.shape[1]))
-        for j in range(k):  # every order a column may fall back to; the same arithmetic as order K alone
+        for j in range(k):  # every order a column falls back to; the same arithmetic as order K alone
+            if j < k - 1 and not bool((chosen == j).any()):  # sync (one flag per order)
+                continue
             sol = cholesky_solve(gram[:, : j + 1, : j + 1], rhs[:, : j + 1], xp).T
             coef[: j + 1] = xp.where((chosen == j)[None, :], sol, coef[: j + 1])
     return xp.where((chosen < 0)[None, :], xp.nan, coef)
