@@ -33,15 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernel_common.baseline_model import (
-    check_args,
-    column_blocks,
-    finite_span,
-    fit_block,
-    legendre_rows,
-    outcome_orders,
-    subtract_block,
-)
+from kernel_common.baseline_model import check_args, fit_columns, subtract_columns
 
 _Array = np.ndarray
 _BLOCK_ELEMENTS = 1 << 20
@@ -76,15 +68,8 @@ def fit_baseline(cube: _Array, line_free: _Array, *, order: int = 1, method: str
     """
     a = np.asarray(cube)
     lf, k = check_args(a.shape, line_free, order, method)
-    nz, npix = a.shape[0], a.shape[1] * a.shape[2]
-    flat = a.reshape(nz, npix)
-    v = legendre_rows(lf, lf, k)
-    coef = np.empty((k, npix))
-    for sl in column_blocks(npix, nz, _BLOCK_ELEMENTS):
-        yl = np.asarray(flat[lf, sl], dtype=np.float64)
-        first, last = finite_span(flat[:, sl], np)
-        chosen = outcome_orders(np.isfinite(yl), lf, first, last, k - 1, method, np)
-        coef[:, sl] = fit_block(yl, v, chosen, method, np)
+    flat = a.reshape(a.shape[0], -1)
+    coef = fit_columns(flat, lf, k, method, np, _BLOCK_ELEMENTS)
     return coef.reshape(k, a.shape[1], a.shape[2])
 
 
@@ -111,16 +96,7 @@ def subtract_baseline(
     """
     a = np.asarray(cube)
     lf, k = check_args(a.shape, line_free, order, method)
-    nz, npix = a.shape[0], a.shape[1] * a.shape[2]
-    flat = a.reshape(nz, npix)
-    v, vall = legendre_rows(lf, lf, k), legendre_rows(np.arange(nz), lf, k)
-    out = np.empty((nz, npix), dtype=np.float32)
-    part = np.zeros(4 + k)
-    for sl in column_blocks(npix, nz, _BLOCK_ELEMENTS):
-        with np.errstate(invalid="ignore"):
-            res, p = subtract_block(np.asarray(flat[:, sl], dtype=np.float64), lf, v, vall, k - 1, method, np)
-        out[:, sl] = res
-        part += p
+    out, part = subtract_columns(a.reshape(a.shape[0], -1), lf, k, method, np, _BLOCK_ELEMENTS)
     return out.reshape(a.shape), part
 
 

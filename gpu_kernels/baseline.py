@@ -16,17 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from kernel_common.baseline_model import (
-    check_args,
-    column_blocks,
-    finite_span,
-    fit_block,
-    legendre_rows,
-    outcome_orders,
-    subtract_block,
-)
+from kernel_common.baseline_model import check_args, fit_columns, subtract_columns
 
 _Array = Any
 _BLOCK_ELEMENTS = 1 << 25
@@ -45,16 +35,8 @@ def fit_baseline(cube: _Array, line_free: _Array, *, order: int = 1, method: str
 
     a = cp.asarray(cube)
     lf, k = check_args(a.shape, cp.asnumpy(line_free), order, method)  # sync (index list)
-    nz, npix = a.shape[0], a.shape[1] * a.shape[2]
-    flat = a.reshape(nz, npix)
-    v = cp.asarray(legendre_rows(lf, lf, k))
-    lfd = cp.asarray(lf)
-    coef = cp.empty((k, npix))
-    for sl in column_blocks(npix, nz, _BLOCK_ELEMENTS):
-        yl = flat[lfd, sl].astype(cp.float64)
-        first, last = finite_span(flat[:, sl], cp)
-        chosen = outcome_orders(cp.isfinite(yl), lfd, first, last, k - 1, method, cp)
-        coef[:, sl] = fit_block(yl, v, chosen, method, cp)
+    flat = a.reshape(a.shape[0], -1)
+    coef = fit_columns(flat, lf, k, method, cp, _BLOCK_ELEMENTS)
     return coef.reshape(k, a.shape[1], a.shape[2])
 
 
@@ -74,17 +56,7 @@ def subtract_baseline(
 
     a = cp.asarray(cube)
     lf, k = check_args(a.shape, cp.asnumpy(line_free), order, method)  # sync (index list)
-    nz, npix = a.shape[0], a.shape[1] * a.shape[2]
-    flat = a.reshape(nz, npix)
-    v = cp.asarray(legendre_rows(lf, lf, k))
-    vall = cp.asarray(legendre_rows(np.arange(nz), lf, k))
-    lfd = cp.asarray(lf)
-    out = cp.empty((nz, npix), dtype=cp.float32)
-    part = cp.zeros(4 + k)
-    for sl in column_blocks(npix, nz, _BLOCK_ELEMENTS):
-        res, p = subtract_block(flat[:, sl].astype(cp.float64), lfd, v, vall, k - 1, method, cp)
-        out[:, sl] = res
-        part += p
+    out, part = subtract_columns(a.reshape(a.shape[0], -1), lf, k, method, cp, _BLOCK_ELEMENTS)
     return out.reshape(a.shape), part
 
 

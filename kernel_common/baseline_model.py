@@ -162,3 +162,34 @@ def outcome_counts(partial: Any, order: int, method: str) -> dict[str, int]:
     counts = {f"order_{j}": int(round(p[4 + j])) if p.size > 4 + j else 0 for j in range(top, -1, -1)}
     counts["unchanged"] = int(round(p[3])) if p.size > 3 else 0
     return counts
+
+
+def fit_columns(flat: Any, lf: np.ndarray, k: int, method: str, xp: Any, block_elements: int) -> Any:
+    """Coefficients ``(k, npix)`` of every column of ``flat`` ``(nz, npix)``, block by block."""
+    nz, npix = flat.shape
+    v = xp.asarray(legendre_rows(lf, lf, k))
+    lfd = xp.asarray(lf)
+    coef = xp.empty((k, npix))
+    for sl in column_blocks(npix, nz, block_elements):
+        yl = flat[lfd, sl].astype(xp.float64)
+        first, last = finite_span(flat[:, sl], xp)
+        chosen = outcome_orders(xp.isfinite(yl), lfd, first, last, k - 1, method, xp)
+        coef[:, sl] = fit_block(yl, v, chosen, method, xp)
+    return coef
+
+
+def subtract_columns(flat: Any, lf: np.ndarray, k: int, method: str, xp: Any, block_elements: int) -> tuple[Any, Any]:
+    """float32 residual ``(nz, npix)`` and the summed partial of :func:`subtract_block`, block by block."""
+    nz, npix = flat.shape
+    v = xp.asarray(legendre_rows(lf, lf, k))
+    vall = xp.asarray(legendre_rows(np.arange(nz), lf, k))
+    lfd = xp.asarray(lf)
+    out = xp.empty((nz, npix), dtype=xp.float32)
+    part = xp.zeros(4 + k)
+    for sl in column_blocks(npix, nz, block_elements):
+        with np.errstate(invalid="ignore"):
+            res, p = subtract_block(flat[:, sl].astype(xp.float64), lfd, v, vall, k - 1, method, xp)
+        out[:, sl] = res
+        part += p
+    return out, part
+

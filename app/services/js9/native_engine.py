@@ -41,6 +41,7 @@ from app.services.js9 import params as prm
 from app.services.js9.errors import Js9TaskFailed
 from app.services.js9.images import ImageView, parse_chans, single_plane
 from app.services.js9.regions import Region
+from kernel_common.constants import FWHM_PER_SIGMA
 
 #: Capability-table operation of each task (``app.compute.capabilities``) and its kernel module.
 OPERATIONS: dict[str, tuple[str, str | None]] = {
@@ -54,7 +55,6 @@ OPERATIONS: dict[str, tuple[str, str | None]] = {
 PARALLEL_MIN_ELEMENTS = 1 << 21
 _WORKERS = max(1, min(8, os.cpu_count() or 1))
 _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="visivo-js9")
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
 @dataclass
