@@ -170,6 +170,7 @@ def significant(y: Any, par: Any, axis: SpectralAxis, threshold: float | None, x
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         u = xp.asarray(axis.u_orig[ks])[:, None]
         du = xp.asarray(axis.du_orig[ks])[:, None]
+        ks = xp.asarray(ks)  # device indices for the device arrays
         used_k, yv_k = used[ks], yv[ks]
         z = (u - mu) / sig
         z2 = z * z
