@@ -74,14 +74,12 @@ def column_blocks(npix: int, nz: int, block_elements: int) -> list[slice]:
 def finite_span(y: Any, xp: Any) -> tuple[Any, Any]:
     """First and last finite channel of each column of ``y`` ``(nz, B)`` (``nz`` / -1 if none)."""
     nz = y.shape[0]
+    c = xp.arange(nz)[:, None]
     fin = xp.isfinite(y)
-    anyf = fin.any(axis=0)
-    first = xp.argmax(fin, axis=0)  # the first True
-    last = nz - 1 - xp.argmax(fin[::-1], axis=0)
-    return xp.where(anyf, first, nz), xp.where(anyf, last, -1)
+    return xp.where(fin, c, nz).min(axis=0), xp.where(fin, c, -1).max(axis=0)
 
 
-def outcome_orders(fin: Any, lf: Any, first: Any, last: Any, order: int, method: str, xp: Any) -> Any:
+def outcome_orders(fin: Any, lf: Any, y: Any, order: int, method: str, xp: Any) -> Any:
     """Order fitted per column (-1: unchanged) by the rules of the module notes.
 
     Parameters
@@ -90,8 +88,8 @@ def outcome_orders(fin: Any, lf: Any, first: Any, last: Any, order: int, method:
         ``(nL, B)`` usable (finite) line-free samples.
     lf : array
         ``(nL,)`` line-free channel indices (on the array's device).
-    first, last : array
-        ``(B,)`` span of each spectrum's finite channels (:func:`finite_span`).
+    y : array
+        ``(nz, B)`` the spectra (any float dtype), for the span of their finite channels.
     order : int
         Requested polynomial order ``K`` (0 for the median).
     method : str
@@ -102,10 +100,21 @@ def outcome_orders(fin: Any, lf: Any, first: Any, last: Any, order: int, method:
     n = fin.sum(axis=0)
     if method == "median":
         return xp.where(n >= 2, 0, -1)
+    nz = y.shape[0]
     lfc = lf[:, None]
-    lo = xp.where(fin, lfc, np.iinfo(np.int64).max).min(axis=0)
+    lo = xp.where(fin, lfc, nz).min(axis=0)
     hi = xp.where(fin, lfc, -1).max(axis=0)
-    brackets = (lo <= first) & (hi >= last)
+    # usable channels reaching both band edges bracket every span: only the others are checked
+    check = (lo > 0) | (hi < nz - 1)
+    if xp is np:  # the same values as the full computation, on the columns that need it
+        brackets = np.ones(n.shape, dtype=bool)
+        cols = np.flatnonzero(check)
+        if cols.size:
+            first, last = finite_span(y[:, cols], np)
+            brackets[cols] = (lo[cols] <= first) & (hi[cols] >= last)
+    else:
+        first, last = finite_span(y, xp)
+        brackets = ~check | ((lo <= first) & (hi >= last))
     chosen = xp.where(brackets, xp.minimum(order, n - 2), 0)
     return xp.where(n >= 2, chosen, -1)
 
@@ -142,8 +151,7 @@ def subtract_block(y: Any, lf: Any, v: Any, vall: Any, order: int, method: str, 
     """
     yl = y[lf]
     fin = xp.isfinite(yl)
-    first, last = finite_span(y, xp)
-    chosen = outcome_orders(fin, lf, first, last, order, method, xp)
+    chosen = outcome_orders(fin, lf, y, order, method, xp)
     coef = fit_block(yl, v, chosen, method, xp)
     base = vall @ xp.where((chosen < 0)[None, :], 0.0, coef)
     res = xp.where(xp.isfinite(y), y - base, xp.nan)
@@ -172,8 +180,7 @@ def fit_columns(flat: Any, lf: np.ndarray, k: int, method: str, xp: Any, block_e
     coef = xp.empty((k, npix))
     for sl in column_blocks(npix, nz, block_elements):
         yl = flat[lfd, sl].astype(xp.float64)
-        first, last = finite_span(flat[:, sl], xp)
-        chosen = outcome_orders(xp.isfinite(yl), lfd, first, last, k - 1, method, xp)
+        chosen = outcome_orders(xp.isfinite(yl), lfd, flat[:, sl], k - 1, method, xp)
         coef[:, sl] = fit_block(yl, v, chosen, method, xp)
     return coef
 
