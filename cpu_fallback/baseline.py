@@ -14,8 +14,11 @@ Model, per spatial pixel ``p`` and channel ``c`` (shared with :mod:`gpu_kernels.
   on the basis, so this equals a monomial fit in raw channel numbers (CASA ``imcontsub``).
 * ``median``: ``b_p = median{I_pc : c in L, I_pc finite}`` (order 0, robust).
 
-Pixels with fewer than ``order + 2`` finite line-free samples (2 for ``median``) are NaN in
-every channel. Everything is float64 inside; the subtracted cube is float32.
+The baseline never extrapolates (rules in :mod:`kernel_common.baseline_model`): a spectrum
+whose usable (finite) line-free channels do not bracket its finite channels gets a constant
+(order 0); one with fewer than ``order + 2`` usable samples gets the highest order they
+support; one with fewer than 2 is left unchanged. Everything is float64 inside; the subtracted
+cube is float32.
 
 Batched least squares: the normal equations ``G_p a_p = r_p`` with
 ``G_p = sum_c w_pc v_c v_c^T`` and ``r_p = sum_c w_pc I_pc v_c`` (``v_c`` the Legendre row,
@@ -30,11 +33,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernel_common.linalg import cholesky_solve
-from kernel_common.robust import row_median
+from kernel_common.baseline_model import check_args, fit_columns, subtract_columns
 
 _Array = np.ndarray
-_METHODS = ("polynomial", "median")
 _BLOCK_ELEMENTS = 1 << 20
 
 
@@ -56,7 +57,8 @@ def fit_baseline(cube: _Array, line_free: _Array, *, order: int = 1, method: str
     -------
     numpy.ndarray
         float64 ``(order + 1, ny, nx)`` Legendre coefficients ``a_k`` on ``t`` (see module
-        notes), or ``(1, ny, nx)`` medians; NaN for pixels with too few usable samples.
+        notes; a pixel that fell back to a lower order has zeros above it), or ``(1, ny, nx)``
+        medians; NaN for pixels left unchanged (fewer than 2 usable samples).
 
     Raises
     ------
@@ -65,13 +67,9 @@ def fit_baseline(cube: _Array, line_free: _Array, *, order: int = 1, method: str
         distinct line-free channels.
     """
     a = np.asarray(cube)
-    lf, k = _check(a, line_free, order, method)
-    nz, npix = a.shape[0], a.shape[1] * a.shape[2]
-    flat = a.reshape(nz, npix)
-    v = np.polynomial.legendre.legvander(_t(lf, lf), k - 1)
-    coef = np.empty((k, npix))
-    for sl in _blocks(npix, nz):
-        coef[:, sl] = _fit_block(np.asarray(flat[lf, sl], dtype=np.float64), v, method)
+    lf, k = check_args(a.shape, line_free, order, method)
+    flat = a.reshape(a.shape[0], -1)
+    coef = fit_columns(flat, lf, k, method, np, _BLOCK_ELEMENTS)
     return coef.reshape(k, a.shape[1], a.shape[2])
 
 
@@ -88,29 +86,17 @@ def subtract_baseline(
     Returns
     -------
     residual : numpy.ndarray
-        ``(nz, ny, nx)`` float32 ``I_pc - b_p(c)`` (extrapolated outside ``[c_lo, c_hi]``);
-        NaN where ``I_pc`` is blank or the pixel has too few usable samples.
+        ``(nz, ny, nx)`` float32 ``I_pc - b_p(c)``; NaN where ``I_pc`` is blank; a spectrum left
+        unchanged keeps its values.
     rms_partial : numpy.ndarray
-        float64 ``(3,)``: ``[sum I^2, sum (I - b)^2, n]`` over the finite line-free samples of
-        the fitted pixels; reduce with :func:`baseline_rms_combine` and
+        float64 ``(5 + K,)`` (``K`` the order, 0 for ``median``): ``[sum I^2, sum (I - b)^2, n]``
+        over the finite line-free samples of the fitted pixels, then the pixel counts
+        ``[unchanged, order 0, ..., order K]``; reduce with :func:`baseline_rms_combine` and
         :func:`baseline_rms_finalize`.
     """
     a = np.asarray(cube)
-    lf, k = _check(a, line_free, order, method)
-    nz, npix = a.shape[0], a.shape[1] * a.shape[2]
-    flat = a.reshape(nz, npix)
-    v = np.polynomial.legendre.legvander(_t(lf, lf), k - 1)
-    vall = np.polynomial.legendre.legvander(_t(np.arange(nz), lf), k - 1)
-    out = np.empty((nz, npix), dtype=np.float32)
-    part = np.zeros(3)
-    for sl in _blocks(npix, nz):
-        y = np.asarray(flat[:, sl], dtype=np.float64)
-        coef = _fit_block(y[lf], v, method)
-        res = np.where(np.isfinite(y), y - (vall @ coef), np.nan)
-        out[:, sl] = res
-        sel = np.isfinite(res[lf])
-        before, after = np.where(sel, y[lf], 0.0), np.where(sel, res[lf], 0.0)
-        part += [np.sum(before * before), np.sum(after * after), np.count_nonzero(sel)]
+    lf, k = check_args(a.shape, line_free, order, method)
+    out, part = subtract_columns(a.reshape(a.shape[0], -1), lf, k, method, np, _BLOCK_ELEMENTS)
     return out.reshape(a.shape), part
 
 
@@ -132,47 +118,3 @@ def baseline_rms_finalize(partial: _Array) -> _Array:
     if p[2] <= 0:
         return np.full(2, np.nan)
     return np.sqrt(p[:2] / p[2])
-
-
-def _check(a: np.ndarray, line_free, order: int, method: str) -> tuple[np.ndarray, int]:
-    """Validate the inputs; return sorted unique line-free indices and the number of terms."""
-    if a.ndim != 3:
-        raise ValueError(f"expected a (spectral, y, x) cube, got shape {a.shape}")
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-    if int(order) != order or order < 0:
-        raise ValueError(f"order must be a non-negative integer, got {order!r}")
-    k = 1 if method == "median" else int(order) + 1
-    lf = np.unique(np.asarray(line_free, dtype=np.int64).ravel())
-    if lf.size and (lf[0] < 0 or lf[-1] >= a.shape[0]):
-        raise ValueError(f"line-free channel indices must lie in [0, {a.shape[0] - 1}]")
-    if lf.size < k + 1:
-        raise ValueError(f"{lf.size} line-free channels are too few for {method} order {k - 1}")
-    return lf, k
-
-
-def _blocks(npix: int, nz: int):
-    """Column slices of about ``2**20`` samples (temporaries stay small and reusable)."""
-    step = max(1, _BLOCK_ELEMENTS // max(1, nz))
-    return [slice(i, min(i + step, npix)) for i in range(0, npix, step)]
-
-
-def _fit_block(y: np.ndarray, v: np.ndarray, method: str) -> np.ndarray:
-    """Coefficients ``(k, B)`` for line-free samples ``y`` ``(nL, B)`` (NaN-blanked) and basis ``v``."""
-    nl, k = v.shape
-    fin = np.isfinite(y)
-    n = fin.sum(axis=0)
-    if method == "median":
-        coef = row_median(y.T, np, valid=fin.T)[None, :]
-    else:
-        w = fin.astype(np.float64)
-        gram = w.T @ (v[:, :, None] * v[:, None, :]).reshape(nl, k * k)
-        coef = cholesky_solve(gram.reshape(-1, k, k), np.where(fin, y, 0.0).T @ v, np).T
-    return np.where((n < k + 1)[None, :], np.nan, coef)
-
-
-def _t(c: np.ndarray, lf: np.ndarray) -> np.ndarray:
-    """Channel coordinate rescaled so the line-free span ``[lf[0], lf[-1]]`` is ``[-1, 1]``."""
-    lo, hi = float(lf[0]), float(lf[-1])
-    c = np.asarray(c, dtype=np.float64)
-    return (2.0 * c - (lo + hi)) / (hi - lo) if hi > lo else np.zeros_like(c)

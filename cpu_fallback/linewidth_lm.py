@@ -47,6 +47,7 @@ def _fit_batch(flat, subs, axis, thr, max_iter, fwhm_out, buf):
     good = np.isfinite(a) & (a > 0) & (mu >= u[0]) & (mu <= u[-1]) & (sig >= axis.sig_min) & (sig <= axis.span)
     par = np.stack([a, mu, sig, cat["inv"]])
     idx = np.flatnonzero(good)
+    idx = idx[np.argsort(mu[idx], kind="stable")]  # chunks of similar centres: few profile channels
     step = check_columns(axis.n)
     for j0 in range(0, idx.size, step):  # the shared significance rule (kernel_common.linefit)
         k = idx[j0 : j0 + step]

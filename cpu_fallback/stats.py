@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from kernel_common.imstat import combine_scalars, scalar_stats
+
 #: Array type of this tree (``gpu_kernels.stats`` names ``cupy.ndarray`` the same way).
 _Array = np.ndarray
 
@@ -106,13 +108,7 @@ def stats_combine(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         return b
     if b["npts"] == 0:
         return a
-    out = {"npts": a["npts"] + b["npts"], "sum": a["sum"] + b["sum"], "sumsq": a["sumsq"] + b["sumsq"]}
-    for key, better in (("min", np.less), ("max", np.greater)):
-        pos = key + "pos"
-        if better(a[key], b[key]) or (a[key] == b[key] and tuple(a[pos]) <= tuple(b[pos])):
-            out[key], out[pos] = a[key], a[pos]
-        else:
-            out[key], out[pos] = b[key], b[pos]
+    out = combine_scalars(a, b)
     out["runs"] = tuple(a["runs"]) + tuple(b["runs"])
     return out
 
@@ -127,19 +123,11 @@ def stats_finalize(partial: dict[str, Any]) -> dict[str, Any]:
         (floats; NaN when ``npts == 0``; ``sigma`` is 0 for a single pixel) and
         ``minpos``/``maxpos`` (absolute ``(z, y, x)``).
     """
-    n = int(partial["npts"])
-    out: dict[str, Any] = {"npts": n, "minpos": tuple(partial["minpos"]), "maxpos": tuple(partial["maxpos"])}
+    out = scalar_stats(partial)
+    n = out["npts"]
     if n == 0:
-        for key in ("sum", "sumsq"):
-            out[key] = 0.0
-        for key in ("mean", "sigma", "rms", "min", "max", "median", "medabsdevmed", "q1", "q3", "quartile"):
-            out[key] = math.nan
         return out
-    total, sumsq = float(partial["sum"]), float(partial["sumsq"])
     runs = [r for r in partial["runs"] if r.size]
-    out.update(sum=total, sumsq=sumsq, mean=total / n, rms=math.sqrt(sumsq / n))
-    out["sigma"] = math.sqrt(max(0.0, (sumsq - total * total / n) / (n - 1))) if n > 1 else 0.0
-    out["min"], out["max"] = float(partial["min"]), float(partial["max"])
     median = _median_of(lambda k: _kth_value(runs, k), n)
     q1 = float(_kth_value(runs, math.ceil(n / 4) - 1))
     q3 = float(_kth_value(runs, math.ceil(3 * n / 4) - 1))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from kernel_common.moment_plans import plan_casa
-from kernel_common.rawcache import raw_kernel
+from kernel_common.rawcache import check_float32_cube, raw_kernel
 from kernel_common.views import to_host
 
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
@@ -220,12 +220,7 @@ def casa_moment_maps(
     import cupy as cp
 
     a = cp.asarray(cube)
-    if a.ndim != 3:
-        raise ValueError(f"expected a (spectral, y, x) cube, got shape {a.shape}")
-    if a.dtype != cp.float32:
-        raise TypeError(f"the GPU CASA moment kernel needs a float32 cube, got {a.dtype}")
-    if a.strides[2] != 4 or a.strides[0] % 4 or a.strides[1] % 4 or min(a.strides) < 0:
-        raise ValueError("the x axis must be contiguous (use cupy.ascontiguousarray): raw kernels ignore strides")
+    check_float32_cube(a, "CASA moment")
     moms, v, width, w, rng, is_include = plan_casa(a, to_host(coords), to_host(widths), moments, include, exclude)
     nz, ny, nx = a.shape
     mode = 0 if rng is None else (1 if is_include else 2)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from kernel_common.moment_plans import AxisPlan, plan_axis
-from kernel_common.rawcache import raw_kernel
+from kernel_common.rawcache import check_float32_cube, raw_kernel
 from kernel_common.views import to_host
 
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
@@ -213,12 +213,7 @@ def moment_maps(
     import cupy as cp
 
     a = cp.asarray(cube)
-    if a.ndim != 3:
-        raise ValueError(f"expected a (spectral, y, x) cube, got shape {a.shape}")
-    if a.dtype != cp.float32:
-        raise TypeError(f"the GPU moment kernel needs a float32 cube, got {a.dtype}")
-    if a.strides[2] != 4 or a.strides[0] % 4 or a.strides[1] % 4 or min(a.strides) < 0:
-        raise ValueError("the x axis must be contiguous (use cupy.ascontiguousarray): raw kernels ignore strides")
+    check_float32_cube(a, "moment")
     nz, ny, nx = a.shape
     p = plan_axis(nz, to_host(coords), to_host(widths), orders, threshold)
     out = cp.empty((len(p.orders), ny, nx), dtype=cp.float32)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from kernel_common.imstat import combine_scalars, scalar_stats
+
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
 _Array = Any
 
@@ -84,13 +86,7 @@ def stats_combine(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         return b
     if b["npts"] == 0:
         return a
-    out = {"npts": a["npts"] + b["npts"], "sum": a["sum"] + b["sum"], "sumsq": a["sumsq"] + b["sumsq"]}
-    for key, sign in (("min", 1.0), ("max", -1.0)):
-        pos = key + "pos"
-        if sign * a[key] < sign * b[key] or (a[key] == b[key] and tuple(a[pos]) <= tuple(b[pos])):
-            out[key], out[pos] = a[key], a[pos]
-        else:
-            out[key], out[pos] = b[key], b[pos]
+    out = combine_scalars(a, b)
     out["runs"] = (cp.sort(cp.concatenate([*a["runs"], *b["runs"]])),)
     return out
 
@@ -99,20 +95,12 @@ def stats_finalize(partial: dict[str, Any]) -> dict[str, Any]:
     """CASA ``imstat`` statistics from a (combined) partial (see :func:`cpu_fallback.stats.stats_finalize`)."""
     import cupy as cp
 
-    n = int(partial["npts"])
-    out: dict[str, Any] = {"npts": n, "minpos": tuple(partial["minpos"]), "maxpos": tuple(partial["maxpos"])}
+    out = scalar_stats(partial)
+    n = out["npts"]
     if n == 0:
-        for key in ("sum", "sumsq"):
-            out[key] = 0.0
-        for key in ("mean", "sigma", "rms", "min", "max", "median", "medabsdevmed", "q1", "q3", "quartile"):
-            out[key] = math.nan
         return out
     runs = [r for r in partial["runs"] if r.size]
     run = runs[0] if len(runs) == 1 else cp.sort(cp.concatenate(runs))
-    total, sumsq = float(partial["sum"]), float(partial["sumsq"])
-    out.update(sum=total, sumsq=sumsq, mean=total / n, rms=math.sqrt(sumsq / n))
-    out["sigma"] = math.sqrt(max(0.0, (sumsq - total * total / n) / (n - 1))) if n > 1 else 0.0
-    out["min"], out["max"] = float(partial["min"]), float(partial["max"])
     idx = [(n - 1) // 2, n // 2, math.ceil(n / 4) - 1, math.ceil(3 * n / 4) - 1]
     mid_lo, mid_hi, q1, q3 = (float(v) for v in cp.asnumpy(run[cp.asarray(idx)]))  # sync
     median = mid_lo if n % 2 else 0.5 * (mid_lo + mid_hi)

@@ -23,6 +23,8 @@ linefit
     Spectral axis, fit constants and the significance rule of the line-width fit.
 baseline_model
     Validation, Legendre basis, fallback orders and block fit of the baseline kernels.
+imstat
+    The scalar ``imstat`` statistics and the combination of their partials.
 rawcache
-    Per-device cache of compiled CUDA kernels with project-prefixed names.
+    Per-device cache of compiled CUDA kernels with project-prefixed names; the float32-cube check.
 """

@@ -59,3 +59,21 @@ def raw_kernel(
         code = defines_text(defs) + source.replace("KERNEL_NAME", full)
         kern = _CACHE[key] = cp.RawKernel(code, full, options=opts)
     return kern
+
+
+def check_float32_cube(a: Any, what: str) -> None:
+    """Raise unless ``a`` is a 3-D float32 array whose x axis is contiguous (raw kernels ignore strides).
+
+    Raises
+    ------
+    ValueError
+        Not ``(spectral, y, x)``, or strides a raw kernel cannot follow.
+    TypeError
+        Not float32.
+    """
+    if a.ndim != 3:
+        raise ValueError(f"expected a (spectral, y, x) cube, got shape {a.shape}")
+    if str(a.dtype) != "float32":
+        raise TypeError(f"the GPU {what} kernel needs a float32 cube, got {a.dtype}")
+    if a.strides[2] != 4 or a.strides[0] % 4 or a.strides[1] % 4 or min(a.strides) < 0:
+        raise ValueError("the x axis must be contiguous (use cupy.ascontiguousarray): raw kernels ignore strides")

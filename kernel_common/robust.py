@@ -27,19 +27,8 @@ def _middle(xp: Any, s: Any, n: Any) -> Any:
 def row_median(v: Any, xp: Any, valid: Any | None = None) -> Any:
     """Median of the valid values of each row of ``v`` ``(k, m)``; NaN for a row without one.
 
-    Parameters
-    ----------
-    v : array
-        ``(k, m)`` real values (float64 recommended).
-    xp : module
-        ``numpy`` or ``cupy``.
-    valid : array of bool, optional
-        ``(k, m)`` extra selection (AND-ed with ``isfinite(v)``).
-
-    Returns
-    -------
-    array
-        float ``(k,)`` medians in the unit of ``v``.
+    ``v``, ``xp`` and ``valid`` as for :func:`row_median_mad`; returns float ``(k,)`` medians in
+    the unit of ``v`` (one sort, no deviations).
     """
     ok = _valid(xp, v, valid)
     n = ok.sum(axis=1)

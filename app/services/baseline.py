@@ -21,8 +21,10 @@ from app.compute.chunking import y_slabs
 from app.compute.dispatch import JobContext
 from app.errors import InvalidRequest
 from app.io.fits_writer import CubeWriter, unique_output_path
+from app.services.channel_ranges import format_ranges
 from app.services.cube_reads import clamp_range, require_cube
 from app.services.sessions import Dataset
+from kernel_common.baseline_model import outcome_counts
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,10 @@ def _header(dataset: Dataset, params: BaselineParams) -> fits.Header:
     for key in ("BUNIT", "BMAJ", "BMIN", "BPA", "OBJECT", "TELESCOP", "RESTFRQ", "RESTFREQ", "SPECSYS", "DATE-OBS"):
         if key in dataset.handle.header:
             header[key] = dataset.handle.header[key]
-    ranges = f"{params.line_free[0]}..{params.line_free[-1]} ({len(params.line_free)} channels)"
+    ranges = f"{format_ranges(params.line_free)} ({len(params.line_free)} channels)"
     header["HISTORY"] = f"visivo-gpu-server baseline method={params.method} order={params.order}"
     header["HISTORY"] = f"channels={params.channel_start}..{params.channel_end} line-free {ranges}"
+    header["HISTORY"] = "no extrapolation: order 0 where line-free data do not bracket a spectrum"
     header["HISTORY"] = f"source={dataset.path.name}"
     header["HISTORY"] = f"created {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}"
     return header
@@ -132,5 +135,6 @@ def subtract(ctx: JobContext, dataset: Dataset, params: BaselineParams, output_d
         "poly_order": params.order, "method": params.method, "fit_channels": list(params.line_free),
         "channel_start": params.channel_start, "channel_end": params.channel_end,
         "rms_before": before, "rms_after": after, "output_path": str(written),
+        "pixels_by_outcome": outcome_counts(to_host(partial), params.order, params.method),
         "computed_on": "gpu" if ctx.on_gpu else "cpu",
     }

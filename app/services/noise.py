@@ -11,9 +11,7 @@ from app.compute.chunking import channel_blocks
 from app.compute.dispatch import JobContext
 from app.services.cube_reads import clamp_range, require_cube
 from app.services.sessions import Dataset
-
-#: σ of a Gaussian from its median absolute deviation: 1 / Φ⁻¹(3/4).
-MAD_TO_SIGMA = 1.4826
+from kernel_common.constants import MAD_TO_SIGMA  # σ = MAD / Φ⁻¹(3/4)
 
 
 def channel_noise(ctx: JobContext, dataset: Dataset, *, x0, x1, y0, y1, z0, z1) -> dict[str, Any]:

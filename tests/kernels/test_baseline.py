@@ -57,7 +57,7 @@ def test_coefficients_are_legendre_on_the_rescaled_line_free_span() -> None:
         np.testing.assert_allclose(coef[:, j, i], ref, rtol=1e-9, atol=1e-9)
 
 
-def test_blanks_use_masked_normal_equations_and_too_few_samples_are_nan() -> None:
+def test_blanks_use_masked_normal_equations_and_too_few_samples_fall_back() -> None:
     cube, _, _ = _poly_cube(2, seed=3)
     cube[[0, 5, 77, 90], 1, 1] = np.nan  # some line-free samples blank: fitted on the others
     cube[:, 2, 2] = np.nan  # all blank
@@ -70,7 +70,13 @@ def test_blanks_use_masked_normal_equations_and_too_few_samples_are_nan() -> Non
     t = (2.0 * LINE_FREE - 99.0) / 99.0
     ref = legendre.legfit(t[ok], cube[LINE_FREE, 1, 1][ok].astype(np.float64), 2)
     np.testing.assert_allclose(coef[:, 1, 1], ref, rtol=1e-9, atol=1e-9)
-    assert np.isnan(res[:, 2, 2]).all() and np.isnan(res[:, 3, 3]).all() and np.isnan(coef[:, 3, 3]).all()
+    assert np.isnan(res[:, 2, 2]).all() and np.isnan(coef[:, 2, 2]).all()
+    # 3 usable line-free samples (channels 0-2) do not bracket the finite channels 0..69: no
+    # extrapolation, the pixel falls back to a constant, the mean of the 3 (issue 11, item 6)
+    const = cube[keep, 3, 3].astype(np.float64).mean()
+    np.testing.assert_allclose(coef[:, 3, 3], [const, 0.0, 0.0], rtol=1e-12, atol=1e-15)
+    fin = np.isfinite(cube[:, 3, 3])
+    np.testing.assert_allclose(res[fin, 3, 3], cube[fin, 3, 3] - const, rtol=1e-6, atol=1e-6)
     assert np.isnan(res[[0, 5, 77, 90], 1, 1]).all() and np.isfinite(np.delete(res[:, 1, 1], [0, 5, 77, 90])).all()
     assert np.isnan(res[50, 4, 4]) and np.isfinite(np.delete(res[:, 4, 4], 50)).all()
 
@@ -88,7 +94,8 @@ def test_median_method_hand_computed() -> None:
     # RMS over the 8 finite line-free samples, before and after
     before = np.array([1, 5, 9, 2, 3, 4, 8, 6], dtype=float)
     after = np.array([-2, 2, 6, -1, 0, -2, 2, 0], dtype=float)
-    np.testing.assert_allclose(part, [np.sum(before**2), np.sum(after**2), 8])
+    # then the pixel counts per outcome: [unchanged, order 0]
+    np.testing.assert_allclose(part, [np.sum(before**2), np.sum(after**2), 8, 0, 2])
     expected = [np.sqrt(np.mean(before**2)), np.sqrt(np.mean(after**2))]
     np.testing.assert_allclose(bl.baseline_rms_finalize(part), expected)
 

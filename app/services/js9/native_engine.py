@@ -40,12 +40,12 @@ from app.services.js9 import params as prm
 from app.services.js9.errors import Js9TaskFailed
 from app.services.js9.images import ImageView, parse_chans, single_plane
 from app.services.js9.regions import Region
+from kernel_common.constants import FWHM_PER_SIGMA
 
 #: Elements from which imstat cuts the region into row chunks sorted in parallel on the CPU.
 PARALLEL_MIN_ELEMENTS = 1 << 21
 #: Row chunks of a large CPU imstat (run on the dispatcher's helper threads, ``ctx.map``).
 _WORKERS = max(1, min(8, os.cpu_count() or 1))
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
 @dataclass
