@@ -95,7 +95,7 @@ class ndarray(NDArrayOperatorsMixin):  # noqa: N801  (CuPy's name)
 
     @property
     def device(self) -> Any:
-        from tests.gpu_emulation.fake_cupy import Device  # noqa: PLC0415
+        from tests.gpu_emulation.fake_cuda import Device  # noqa: PLC0415
 
         return Device(self._device_id)
 
