@@ -29,10 +29,10 @@ from app.routers.samp_models import (
     Imported,
     ImportRequest,
     InboxPage,
-    PathRequest,
     PendingMessages,
     Received,
     ReceiveRequest,
+    RegisterFileRequest,
     SampStatus,
     SendFileRequest,
     SendRequest,
@@ -158,7 +158,7 @@ def inbox(  # noqa: ANN201
 
 # -- files --------------------------------------------------------------------------------------
 @router.post("/files/register", response_model=FileInfo)
-def register_file(body: PathRequest, request: Request, samp: SampDep):  # noqa: ANN201
+def register_file(body: RegisterFileRequest, request: Request, samp: SampDep):  # noqa: ANN201
     """An unguessable token (and URL) for a file inside the data roots."""
     return respond(FileInfo, ok(samp.files.register_path(body.path, _base_url(request))))
 

@@ -63,7 +63,7 @@ class ReceiveRequest(SendRequest):
                                                      "`X-Visivo-Session` header; none: every session).")
 
 
-class PathRequest(BaseModel):
+class RegisterFileRequest(BaseModel):
     """A file inside the data roots."""
 
     model_config = _examples({"path": "3c273_continuum.fits.gz"})
