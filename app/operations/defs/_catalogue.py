@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from app.compute.capabilities import Capability
+from app.operations.defs._files import OpenResponse
 from app.operations.models import ApiRequest, Envelope, example
 from app.services.sessions import Dataset
 
@@ -49,13 +50,9 @@ class QueryRequest(ApiRequest):
                                                      "default every field.")
 
 
-class OpenedTable(Envelope):
-    """A table opened as a dataset of the caller's session."""
+class OpenedTable(OpenResponse):
+    """A table opened as a dataset of the caller's session (a new session when the request named none)."""
 
-    dataset_id: str = Field(description="Id of the new dataset (`ds_…`).")
-    session_id: str = Field(description="Session holding it (created when the request named none).")
-    path: str = Field(description="Resolved path of the (first) file.")
-    kind: str = Field(description="Dataset kind.")
     num_rows: int = Field(description="Rows in the table.")
     num_fields: int = Field(description="Fields (columns) in the table.")
     field_names: list[str] = Field(description="Field names in file order.")
