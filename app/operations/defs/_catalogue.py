@@ -67,6 +67,15 @@ class PageInfo(Envelope):
     field_names: list[str] = Field(description="Fields returned, in order.")
 
 
+class QueryPage(PageInfo):
+    """Paging fields of a filtered, sorted query answer."""
+
+    offset: int = Field(description="Rows skipped.")
+    limit: int = Field(description="Effective page size.")
+    has_more: bool = Field(description="More filtered rows follow this page.")
+    table_rows: int = Field(description="Rows in the whole table (unfiltered).")
+
+
 def opened(dataset: Dataset) -> dict[str, Any]:
     """The open answer's payload: the dataset's metadata, ids and path."""
     return {**dataset.info, "dataset_id": dataset.dataset_id, "session_id": dataset.session_id,

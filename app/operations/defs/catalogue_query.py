@@ -7,17 +7,12 @@ from typing import Any
 from pydantic import Field
 
 from app.operations.base import Call, Operation, Plan, Route
-from app.operations.defs._catalogue import TABLE_CAPABILITY, PageInfo, QueryRequest
+from app.operations.defs._catalogue import TABLE_CAPABILITY, QueryPage, QueryRequest
 from app.services import catalogue
 
 
-class CatalogueQueryResponse(PageInfo):
+class CatalogueQueryResponse(QueryPage):
     """One page of rows (key → value maps; NaN and missing values are null)."""
-
-    offset: int = Field(description="Rows skipped.")
-    limit: int = Field(description="Effective page size.")
-    has_more: bool = Field(description="More filtered rows follow this page.")
-    table_rows: int = Field(description="Rows in the whole table (unfiltered).")
     rows: list[dict[str, Any]] = Field(description="The page: one field → value map per row.")
 
 

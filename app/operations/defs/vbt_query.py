@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from app.operations.base import Call, Operation, Plan, Route
-from app.operations.defs._catalogue import TABLE_CAPABILITY, PageInfo, QueryRequest
+from app.operations.defs._catalogue import TABLE_CAPABILITY, PageInfo, QueryPage, QueryRequest
 from app.operations.models import COMPRESSION_FIELD, example
 from app.services import vbt
 from app.services.catalogue import to_filters
@@ -29,13 +29,8 @@ class VbtColumns(PageInfo):
     columns: dict[str, str] = Field(description="Field → base64 float64 vector of `num_rows` values.")
 
 
-class VbtQueryResponse(VbtColumns):
+class VbtQueryResponse(VbtColumns, QueryPage):
     """One page of columns and the filtered `total_rows`."""
-
-    offset: int = Field(description="Rows skipped.")
-    limit: int = Field(description="Effective page size.")
-    has_more: bool = Field(description="More filtered rows follow this page.")
-    table_rows: int = Field(description="Rows in the whole table (unfiltered).")
 
 
 class VbtQuery(Operation):
