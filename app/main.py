@@ -21,17 +21,13 @@ from app.errors import ApiError
 from app.operations.http import build_router
 from app.responses import SafeJSONResponse, failure
 from app.routers import (
-    catalogue,
-    cosmology,
     datasets,
     hips,
     js9,
     meta,
-    resolve,
     samp,
     spectral,
     tasks,
-    vbt,
 )
 from app.runtime import VERSION, build_runtime
 from app.settings import Settings
@@ -41,7 +37,7 @@ log = logging.getLogger("visivo")
 #: Routers that require ``X-Visivo-Token`` (every one except SAMP).
 AUTHENTICATED_ROUTERS = [
     meta.router, datasets.router, spectral.router, tasks.router,
-    catalogue.router, vbt.router, cosmology.router, resolve.router, hips.router,
+    hips.router,
 ]
 
 

@@ -95,12 +95,13 @@ def build_router() -> APIRouter:
     for op in registry.operations().values():
         for route in op.routes:
             responses = dict(STANDARD_ERRORS)
-            if route.render is not None:
+            binary = route.render is not None and route.media_type != "application/json"
+            if binary:
                 responses[200] = {"content": {route.media_type: {}}, "description": route.summary}
             router.add_api_route(
                 route.path, _endpoint(op, route), methods=[route.method], summary=route.summary,
                 description=_doc(op, route), tags=[op.tag], responses=responses,
-                response_model=None if route.render is not None else op.Response,
+                response_model=None if binary else op.Response,
                 response_description=LOGICAL_FAILURE, operation_id=_operation_id(op, route),
             )
     for op in registry.operations().values():

@@ -388,8 +388,8 @@ def test_catalogue_overlay_formats_and_refusals(hips_client: TestClient, data_di
 
 def test_catalogue_overlay_from_open_dataset(hips_client: TestClient) -> None:
     if "/v1/catalogue/open" not in {getattr(r, "path", "") for r in hips_client.app.routes}:
-        catalogue = pytest.importorskip("app.routers.catalogue", reason="the catalogue service is not there yet")
-        hips_client.app.include_router(catalogue.router, dependencies=[Depends(require_token)])
+        operations = pytest.importorskip("app.operations.http", reason="the catalogue service is not there yet")
+        hips_client.app.include_router(operations.build_router(), dependencies=[Depends(require_token)])
     opened = hips_client.post("/v1/catalogue/open", json={"path": "catalogue_sky.csv"}).json()
     assert opened["valid"], opened
     headers = {"X-Visivo-Session": opened["session_id"]}

@@ -53,8 +53,22 @@ def _httpx_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     elif data is not None:
         out["data"] = data
     if kwargs.get("files"):
-        out["files"] = kwargs["files"]
+        out["files"] = [_as_file_part(part) for part in kwargs["files"]]
     return out
+
+
+def _as_file_part(part: Any) -> Any:
+    """A generated multipart part whose content is not bytes/str/file (e.g. a negative-mode integer) is sent
+    as its text, the way any HTTP client would serialise it (httpx itself cannot send an int)."""
+    name, value = part
+    if isinstance(value, tuple):
+        filename, content, *rest = value
+        if not isinstance(content, (bytes, str)) and not hasattr(content, "read"):
+            content = json.dumps(content)
+        return name, (filename, content, *rest)
+    if not isinstance(value, (bytes, str)) and not hasattr(value, "read"):
+        value = json.dumps(value)
+    return name, value
 
 
 def _error_body_ok(path: str, response: Any) -> str | None:
