@@ -12,6 +12,7 @@ from app.compute.dispatch import Dispatcher, JobContext
 from app.compute.product_cache import ProductCache
 from app.compute.residency import ResidentCubes
 from app.compute.slab_runner import upload_cube
+from app.services import budget
 from app.services.sessions import SessionRegistry
 from app.services.tasks import TaskRegistry
 from app.settings import Settings
@@ -73,6 +74,7 @@ def build_runtime(settings: Settings, token: str, backend: Backend | None = None
         chunk_bytes=settings.chunk_megabytes << 20,
     )
     settings.output_dir.mkdir(parents=True, exist_ok=True)
+    budget.configure(settings)  # per-request memory/response limits and the gzip cache (app/services/budget.py)
     totals = {d.index: d.total_memory for d in backend.devices}
     fraction = settings.gpu_memory_fraction
     return Runtime(
