@@ -9,7 +9,8 @@ size, the limit and the setting, so a request past a limit costs nothing.
 
 The limits are process-wide: :func:`configure` is called once at start-up with the server's
 settings (``VISIVO_MEMORY_BUDGET_MB``, default a quarter of physical RAM;
-``VISIVO_MAX_RESPONSE_MB``); until then they are read from the environment.
+``VISIVO_MAX_RESPONSE_MB``), which also installs the gzip cache (:mod:`app.io.gzip_cache`);
+until then they are read from the environment.
 
 Sizes are estimates, documented next to each call: float32 data is 4 bytes a value and a
 base64 payload ``4·ceil(n/3)`` bytes for ``n`` raw bytes (the estimate ignores ``qt-zlib``
@@ -21,8 +22,10 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from app.errors import InvalidRequest
+from app.io import gzip_cache
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ def configure(settings) -> Limits:  # noqa: ANN001  (app.settings.Settings; no i
     limits = Limits(settings.effective_memory_budget_bytes, int(settings.max_response_mb) << 20)
     with _lock:
         _limits = limits
+    gzip_cache.configure(Path(settings.output_dir) / ".gzip_cache", int(settings.gzip_cache_megabytes) << 20,
+                         int(settings.max_inflated_megabytes) << 20)
     return limits
 
 
