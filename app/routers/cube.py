@@ -21,7 +21,7 @@ class DatasetRequest(BaseModel):
 
 
 class PreviewRequest(DatasetRequest):
-    downsample: int = 1
+    downsample: int | None = None  # None: chosen to keep the answer small (app/services/cube_reads.py)
 
 
 class SliceRequest(DatasetRequest):
