@@ -7,7 +7,7 @@ NaN counts as below the threshold.
 Limits, checked before any vertex is built: the triangles are first *counted* (each cell's
 marching-cubes case, read in z-slabs of ``VISIVO_CHUNK_MEGABYTES``, so the count costs one
 streaming read of the sampled cube); meshes above :data:`MAX_TRIANGLES` or empty meshes are
-refused, then the mesh's memory, ``3 × 4 B`` per sampled voxel plus :data:`BYTES_PER_TRIANGLE`
+refused, then the mesh's memory, :data:`BYTES_PER_VOXEL` per sampled voxel plus :data:`BYTES_PER_TRIANGLE`
 per triangle, must fit the per-request budget (``VISIVO_MEMORY_BUDGET_MB``).
 """
 
@@ -27,9 +27,11 @@ from app.services.sessions import Dataset
 
 #: Largest mesh returned (triangles): ~5·10⁶ triangles ≈ 100 MB of JSON/base64.
 MAX_TRIANGLES = 5_000_000
-#: Peak host memory per triangle while building and answering a mesh: scikit-image's mesh
-#: (~105 B measured), the ``3, i, j, k`` copy, base64 text and the JSON rendering.
-BYTES_PER_TRIANGLE = 160
+#: Peak host memory per triangle while building and answering a mesh: scikit-image's mesh with the
+#: ``3, i, j, k`` copy and the base64 text (~105-110 B measured), with a margin.
+BYTES_PER_TRIANGLE = 128
+#: Per sampled voxel: the float32 volume read and the kernel's blank-filled float32 copy.
+BYTES_PER_VOXEL = 8
 
 
 def isosurface(ctx: JobContext, dataset: Dataset, *, threshold: float, step: int, compression: str,
@@ -52,7 +54,7 @@ def isosurface(ctx: JobContext, dataset: Dataset, *, threshold: float, step: int
         raise InvalidRequest(f"Isosurface mesh too large ({triangles} triangles > {MAX_TRIANGLES}); "
                              f"use a larger step or a higher threshold.")
     sampled = np.prod([-(-n // step) for n in source.shape], dtype=np.int64)
-    check_budget(12 * int(sampled) + BYTES_PER_TRIANGLE * triangles,
+    check_budget(BYTES_PER_VOXEL * int(sampled) + BYTES_PER_TRIANGLE * triangles,
                  f"An isosurface of {triangles} triangles over {int(sampled)} voxels")
     ctx.progress(0.3)
     if cube is None:
