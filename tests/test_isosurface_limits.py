@@ -98,6 +98,7 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
 def test_too_large_mesh_refused_within_budget(tmp_path: Path) -> None:
     """Threshold 0 on noise: 2.6·10⁷ triangles (built first before: +1.5 GB RSS, 28 s); now refused in budget."""
