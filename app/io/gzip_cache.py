@@ -274,10 +274,15 @@ def configure(directory: Path, max_bytes: int, max_inflated_bytes: int) -> GzipC
 
 
 def current() -> GzipCache:
-    """The configured cache; before start-up, one under the default output directory from the environment."""
+    """The configured cache; without a server (library use, tests), one in the temporary directory
+    (``$TMPDIR/visivo-gzip-<uid>``) with the size settings from the environment."""
     if _current is None:
+        import tempfile  # noqa: PLC0415
+
         from app.settings import Settings  # noqa: PLC0415
 
         s = Settings()
-        return configure(s.output_dir / ".gzip_cache", s.gzip_cache_megabytes << 20, s.max_inflated_megabytes << 20)
+        uid = os.getuid() if hasattr(os, "getuid") else 0
+        directory = Path(tempfile.gettempdir()) / f"visivo-gzip-{uid}"
+        return configure(directory, s.gzip_cache_megabytes << 20, s.max_inflated_megabytes << 20)
     return _current
