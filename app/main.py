@@ -7,7 +7,6 @@ environment); tests build their own with :func:`create_app`.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.auth import require_token, resolve_token, write_token_file
 from app.docs import install_docs
 from app.errors import ApiError
+from app.middleware import RequestGuard
 from app.operations.http import build_router
 from app.responses import SafeJSONResponse, failure
 from app.routers import (
@@ -47,6 +47,10 @@ def _validation_message(exc: RequestValidationError) -> str:
         loc = [str(p) for p in err.get("loc", ())]
         if loc and loc[0] in ("body", "query", "path", "header"):
             loc = loc[1:]
+        if err.get("type") == "json_invalid":
+            reason = err.get("ctx", {}).get("error", "decode error")
+            parts.append(f"malformed JSON body ({reason} at character {'.'.join(loc)})")
+            continue
         field = ".".join(loc) or "body"
         parts.append(f"field '{field}': {err.get('msg', 'invalid')}")
     return "Invalid request: " + "; ".join(parts)
@@ -90,19 +94,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> SafeJSONResponse:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":  # e.g. not UTF-8
+            return SafeJSONResponse(failure("Invalid request: the body is not valid JSON."), status_code=422)
         return SafeJSONResponse(failure(str(exc.detail)), status_code=exc.status_code)
 
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> SafeJSONResponse:
-        log.exception("unhandled error")
-        return SafeJSONResponse(failure(f"Internal error: {type(exc).__name__}"), status_code=500)
-
-    @app.middleware("http")
-    async def request_id(request: Request, call_next):  # noqa: ANN001, ANN202
-        rid = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = rid
-        return response
+    app.add_middleware(RequestGuard)  # request id, body limit, 500s that keep the connection (app/middleware.py)
 
     for router in AUTHENTICATED_ROUTERS:
         app.include_router(router, dependencies=[Depends(require_token)])

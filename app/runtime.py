@@ -18,6 +18,7 @@ from app.compute.product_cache import ProductCache
 from app.compute.residency import ResidentCubes
 from app.compute.slab_runner import upload_cube
 from app.io.fits_writer import sweep_partial_files
+from app.services import budget
 from app.services.hips import HipsConfig, HipsService
 from app.services.js9.images import ImageCache
 from app.services.samp import SampConfig, SampService
@@ -97,6 +98,7 @@ def build_runtime(settings: Settings, token: str, backend: Backend | None = None
     )
     settings.output_dir.mkdir(parents=True, exist_ok=True)
     sweep_partial_files(settings.output_dir)  # .part files of writers killed mid-write
+    budget.configure(settings)  # per-request memory/response limits and the gzip cache (app/services/budget.py)
     totals = {d.index: d.total_memory for d in backend.devices}
     fraction = settings.gpu_memory_fraction
     runtime = Runtime(

@@ -72,6 +72,84 @@ def isosurface_mesh(volume: _Array, *, level: float, step: int = 1) -> tuple[_Ar
     return np.ascontiguousarray(verts[:, ::-1]), np.ascontiguousarray(faces, dtype=np.int32)
 
 
+#: Cells classified at a time by :func:`isosurface_triangle_count` (bounds its scratch memory to ~64 MB).
+_COUNT_CELLS = 1 << 22
+#: scikit-image's corner order of a cell, as offsets along the volume's axes (0, 1, 2): bit ``i`` of
+#: the case index is set when corner ``i`` is inside (Lorensen / Lewiner ``casesClassic`` tables).
+_CORNERS = ((0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (1, 1, 1), (0, 1, 1))
+
+
+def isosurface_triangle_count(volume: _Array, *, level: float, step: int = 1) -> int:
+    """Triangles :func:`isosurface_mesh` returns for the same arguments, counted without building them.
+
+    Each cell of the sampled cube gets its 8-bit case index (bit ``i`` set when corner ``i`` is
+    inside, ``value > level``; blanks are outside, as the blank fill always lies below ``level``)
+    and contributes the number of triangles of that case in the classic (Lorensen) table that
+    scikit-image's ``method="lorensen"`` uses. Cells are classified in z-slabs of at most
+    :data:`_COUNT_CELLS` cells, so the scratch memory is bounded whatever the cube size.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        ``(nz, ny, nx)`` scalar cube (any real dtype, e.g. a memmap slab); non-finite is blank.
+    level : float
+        Iso level in data units.
+    step : int, optional
+        Sampling step ``>= 1`` along every axis. Default 1.
+
+    Returns
+    -------
+    int
+        The number of triangles (0 when the level does not cross the sampled cube).
+
+    Raises
+    ------
+    ValueError
+        If ``volume`` is not 3-D, ``level`` is not finite or ``step < 1``.
+    """
+    a = np.asarray(volume)
+    _check_args(a, level, step)
+    s = int(step)
+    sampled = a[::s, ::s, ::s]
+    nz, ny, nx = sampled.shape
+    if min(nz, ny, nx) < 2:
+        return 0
+    table = _classic_counts()
+    planes = max(1, _COUNT_CELLS // ((ny - 1) * (nx - 1)))
+    total = 0
+    for z0 in range(0, nz - 1, planes):
+        # float32 values compared in float64 with the level, exactly as scikit-image does
+        slab = np.asarray(sampled[z0 : min(nz, z0 + planes + 1)], dtype=np.float32).astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            inside = ((slab > level) & (slab < np.inf)).astype(np.uint8)
+        k = inside.shape[0] - 1
+        case = np.zeros((k, ny - 1, nx - 1), dtype=np.uint8)
+        for bit, (d0, d1, d2) in enumerate(_CORNERS):
+            case |= inside[d0 : d0 + k, d1 : d1 + ny - 1, d2 : d2 + nx - 1] << np.uint8(bit)
+        total += int(np.bincount(case.ravel(), minlength=256).astype(np.int64) @ table)
+    return total
+
+
+def _classic_counts() -> np.ndarray:
+    """Triangles per case (256,) int64 of scikit-image's classic marching-cubes table."""
+    import base64
+
+    from skimage.measure import _marching_cubes_lewiner_luts as luts
+
+    shape, text = luts.CASESCLASSIC
+    cases = np.frombuffer(base64.decodebytes(text.encode("ascii")), dtype=np.int8).reshape(shape)
+    return ((cases != -1).sum(axis=1) // 3).astype(np.int64)
+
+
+def _check_args(a: np.ndarray, level: float, step: int) -> None:
+    if a.ndim != 3:
+        raise ValueError(f"expected a (z, y, x) volume, got shape {a.shape}")
+    if not np.isfinite(level):
+        raise ValueError(f"level must be finite, got {level!r}")
+    if int(step) != step or step < 1:
+        raise ValueError(f"step must be an integer >= 1, got {step!r}")
+
+
 def _prepare(volume, level: float, step: int) -> np.ndarray | None:
     """float32 copy with blanks filled from the sampled voxels (module notes); None if all blank.
 
@@ -79,12 +157,7 @@ def _prepare(volume, level: float, step: int) -> np.ndarray | None:
     vertex coordinates in full-resolution voxels itself (bit-identical to the GPU kernel).
     """
     a = np.asarray(volume)
-    if a.ndim != 3:
-        raise ValueError(f"expected a (z, y, x) volume, got shape {a.shape}")
-    if not np.isfinite(level):
-        raise ValueError(f"level must be finite, got {level!r}")
-    if int(step) != step or step < 1:
-        raise ValueError(f"step must be an integer >= 1, got {step!r}")
+    _check_args(a, level, step)
     s = int(step)
     v = np.array(a, dtype=np.float32)
     fin = np.isfinite(v)

@@ -5,23 +5,28 @@ blanks. :class:`CubeSource` keeps the raw (big-endian, possibly scaled-integer)
 memmap and converts exactly the block a caller asks for, so no request copies a
 whole cube when it does not need to. Images are cubes of depth 1.
 
-Gzip-compressed FITS (``.fits.gz``) cannot be memory-mapped: astropy decompresses
-it into memory, which is acceptable for the demo data and small files.
+Gzip-compressed FITS (``.fits.gz``) cannot be memory-mapped: it is inflated once,
+streaming, into the bounded on-disk cache of :mod:`app.io.gzip_cache` (its size checked
+from the headers first) and that copy is memory-mapped, so no request inflates it in RAM.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import math
+import mmap
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from numpy.lib.array_utils import byte_bounds
 
 from app.errors import InvalidRequest
+from app.io import gzip_cache
 from app.io.wcs_info import WcsInfo, analyse_wcs
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -49,11 +54,13 @@ class CubeSource:
     bzero: float = 0.0
     blank: int | None = None
     shape: tuple[int, int, int] = field(init=False)
+    _map: tuple[mmap.mmap, int] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         kept = [n for n, ix in zip(self.raw.shape, self.index, strict=True) if ix is None]
         zpos, ypos, xpos = self.order
         self.shape = (kept[zpos] if zpos is not None else 1, kept[ypos], kept[xpos])
+        self._map = _mapping_of(self.raw)
 
     @property
     def nbytes(self) -> int:
@@ -80,9 +87,7 @@ class CubeSource:
         if zpos is None:
             block = block[np.newaxis]
         out = np.empty(block.shape, dtype=np.float32)
-        np.copyto(out, block, casting="unsafe")
-        if self.blank is not None and block.dtype.kind in "iu":
-            out[block == self.blank] = np.nan
+        self._copy(block, out)
         if self.bscale != 1.0:
             out *= np.float32(self.bscale)
         if self.bzero != 0.0:
@@ -92,6 +97,54 @@ class CubeSource:
     def plane(self, index: int) -> np.ndarray:
         """One spectral plane (y, x) as float32."""
         return self.read(z=slice(index, index + 1))[0]
+
+    def _copy(self, block: np.ndarray, out: np.ndarray) -> None:
+        """``out[...] = block`` (BLANK → NaN); from a memmap, in pieces of ≤ :data:`RELEASE_BYTES` of file.
+
+        After each piece the file pages just read are unmapped from this process
+        (``madvise(MADV_DONTNEED)``; they stay in the page cache, so a re-read is a minor fault).
+        Without this a read of a few pixels per plane maps whole large folios of every plane,
+        and a region read across all channels of a big cube shows the whole file in the RSS.
+        """
+        blank = self.blank if self.blank is not None and block.dtype.kind in "iu" else None
+        if self._map is None or block.size == 0:
+            pieces = [(slice(None),) * block.ndim]
+        else:
+            axis = int(np.argmax(np.abs(block.strides)))
+            per = max(1, RELEASE_BYTES // max(1, abs(block.strides[axis])))
+            pieces = [tuple(slice(i, i + per) if a == axis else slice(None) for a in range(block.ndim))
+                      for i in range(0, block.shape[axis], per)]
+        for sl in pieces:
+            piece = block[sl]
+            np.copyto(out[sl], piece, casting="unsafe")
+            if blank is not None:
+                out[sl][piece == blank] = np.nan
+            if self._map is not None:
+                mm, base = self._map
+                lo, hi = byte_bounds(piece)
+                start = (lo - base) // mmap.PAGESIZE * mmap.PAGESIZE
+                with contextlib.suppress(ValueError, OSError):
+                    mm.madvise(mmap.MADV_DONTNEED, start, hi - base - start)
+
+
+#: File bytes mapped at a time by :meth:`CubeSource.read` before they are unmapped again.
+RELEASE_BYTES = 32 << 20
+
+
+def _mapping_of(raw: np.ndarray) -> tuple[mmap.mmap, int] | None:
+    """The ``mmap`` under ``raw`` and its start address, or ``None`` when ``raw`` is not file-mapped."""
+    node = raw
+    while node is not None and not isinstance(node, mmap.mmap):
+        node = getattr(node, "base", None)
+    if node is None or not hasattr(node, "madvise"):
+        return None
+    try:
+        view = np.frombuffer(node, dtype=np.uint8, count=1)  # released at once: astropy must close the map
+    except (TypeError, ValueError, BufferError):
+        return None
+    start = int(view.__array_interface__["data"][0])
+    del view
+    return node, start
 
 
 @dataclass
@@ -150,15 +203,15 @@ def _first_image_hdu(hdul: fits.HDUList, name: str) -> int:
     raise InvalidRequest(f"No image data in {name}.")
 
 
-def _check_size(path: Path, hdu: fits.hdu.base._BaseHDU, compressed: bool) -> None:
-    if compressed or isinstance(hdu, fits.CompImageHDU):
+def _check_size(path: Path, hdu: fits.hdu.base._BaseHDU, name: str) -> None:
+    if isinstance(hdu, fits.CompImageHDU):
         return
     info = hdu.fileinfo()
     expected = abs(int(hdu.header["BITPIX"])) // 8 * math.prod(hdu.shape)
     available = path.stat().st_size - int(info["datLoc"])
     if available < expected:
         raise InvalidRequest(
-            f"FITS file is truncated: {path.name} needs {expected} data bytes, has {max(available, 0)}."
+            f"FITS file is truncated: {name} needs {expected} data bytes, has {max(available, 0)}."
         )
 
 
@@ -211,10 +264,18 @@ def open_fits_image(path: Path) -> FitsImage:
         Empty, truncated, non-FITS or table-only files, with a message naming the problem.
     """
     compressed = check_fits_magic(path)
+    if not compressed:
+        return _open_plain(path, path, compressed=False)
+    with gzip_cache.current().lease(path) as inflated:  # pinned until the memmap is open
+        return _open_plain(path, inflated, compressed=True)
+
+
+def _open_plain(path: Path, local: Path, *, compressed: bool) -> FitsImage:
+    """Open ``local`` (``path`` itself, or its inflated copy) with memmap; errors name ``path``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            hdul = fits.open(path, memmap=not compressed, do_not_scale_image_data=True, mode="readonly")
+            hdul = fits.open(local, memmap=True, do_not_scale_image_data=True, mode="readonly")
             hdul.verify("silentfix+ignore")
             index = _first_image_hdu(hdul, path.name)
     except InvalidRequest:
@@ -225,7 +286,7 @@ def open_fits_image(path: Path) -> FitsImage:
         raise InvalidRequest(f"Cannot read FITS file {path.name}: {exc}") from None
     hdu = hdul[index]
     try:
-        _check_size(path, hdu, compressed)
+        _check_size(local, hdu, path.name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             raw = hdu.data

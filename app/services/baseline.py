@@ -21,6 +21,7 @@ from app.compute.chunking import y_slabs
 from app.compute.dispatch import JobContext
 from app.errors import InvalidRequest
 from app.io.fits_writer import CubeWriter, unique_output_path
+from app.services.budget import check_rows
 from app.services.channel_ranges import format_ranges
 from app.services.cube_reads import clamp_range, require_cube
 from app.services.sessions import Dataset
@@ -105,6 +106,7 @@ def subtract(ctx: JobContext, dataset: Dataset, params: BaselineParams, output_d
     nz = params.channel_end - params.channel_start + 1
     z = slice(params.channel_start, params.channel_end + 1)
     lf = np.asarray(params.line_free, dtype=np.int64) - params.channel_start
+    check_rows((nz, ny, nx), 24.0, f"Baseline of {nx}×{ny}×{nz} voxels (one row slab)")
     kernels = ctx.kernels("baseline", "baseline")
     stem = dataset.path.name.split(".fits")[0]
     path = unique_output_path(output_dir, f"{stem}_baseline_{params.method}{params.order}")

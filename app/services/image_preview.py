@@ -12,6 +12,11 @@ astropy stretch (default ``asinh``) and a 256-entry colour map; NaN/inf pixels a
 transparent. PNG rows run from the top of the picture: with ``origin: "lower"`` (default, as
 DS9/CARTA show a sky image) the last FITS row is the first PNG row; ``"upper"`` keeps FITS row 0
 first. The float32 payload (``format: "float32"``) always has row 0 = FITS y = 0.
+
+Limits (:mod:`app.services.budget`): the working memory (:data:`FLOAT_BYTES_PER_PIXEL` or
+:data:`PNG_BYTES_PER_PIXEL` per output pixel) is checked against the per-request budget before
+reading; a float32 payload is checked against ``VISIVO_MAX_RESPONSE_MB`` before reading, a PNG
+once encoded.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from astropy.visualization import (
 from PIL import Image
 
 from app.errors import InvalidRequest
+from app.services.budget import base64_bytes, check_budget, check_response
 from app.services.cube_reads import require_cube
 from app.services.encoding import encode_array
 from app.services.sessions import Dataset
@@ -43,6 +49,10 @@ DEFAULT_STRETCH = "asinh"
 DEFAULT_PERCENTILE = 99.5
 DEFAULT_COLORMAP = "gray"
 _ROW_BLOCK_BYTES = 32 << 20
+#: Peak working bytes per output pixel: float32 answers (array, base64, JSON copies) and PNG
+#: rendering (float32 plane, float64 normalised and stretched planes, LUT indices, RGBA, PNG text).
+FLOAT_BYTES_PER_PIXEL = 20
+PNG_BYTES_PER_PIXEL = 48
 
 _STRETCHES = {"linear": LinearStretch, "sqrt": SqrtStretch, "log": LogStretch, "asinh": AsinhStretch,
               "sinh": SinhStretch, "squared": SquaredStretch, "histeq": None}
@@ -106,6 +116,16 @@ def colormap(name: str | None) -> np.ndarray:
 def preview_indices(n: int, m: int) -> np.ndarray:
     """Nearest-neighbour source indices ``floor((i + 0.5)·n/m)`` for ``m`` samples of ``n``."""
     return np.minimum(np.floor((np.arange(m) + 0.5) * n / m).astype(np.int64), n - 1)
+
+
+def output_size(dataset: Dataset, max_longest_side: int | None) -> tuple[int, int]:
+    """``(width, height)`` of the answer's plane, as :func:`read_plane` will make it (before reading)."""
+    _, ny, nx = require_cube(dataset).shape
+    longest = max(nx, ny)
+    if max_longest_side is None or max_longest_side < 1 or longest <= max_longest_side:
+        return nx, ny
+    scale = max_longest_side / longest
+    return max(1, round(nx * scale)), max(1, round(ny * scale))
 
 
 def read_plane(dataset: Dataset, *, channel: int | None, max_longest_side: int | None) -> dict[str, Any]:
@@ -198,6 +218,11 @@ def image_payload(dataset: Dataset, *, max_longest_side: int | None, channel: in
     kind = (fmt or "png").strip().lower()
     if kind not in ("png", "float32"):
         raise InvalidRequest(f"Unknown image format '{fmt}'; use 'png' or 'float32'.")
+    width, height = output_size(dataset, max_longest_side)
+    what = f"Image of {width}×{height} pixels"
+    if kind == "float32":
+        check_response(base64_bytes(4 * width * height), what)
+    check_budget((FLOAT_BYTES_PER_PIXEL if kind == "float32" else PNG_BYTES_PER_PIXEL) * width * height, what)
     plane = read_plane(dataset, channel=channel, max_longest_side=max_longest_side)
     data = plane.pop("data")
     lo, hi = finite_range(data)
@@ -211,8 +236,10 @@ def image_payload(dataset: Dataset, *, max_longest_side: int | None, channel: in
         return body
     dmin, dmax = display_limits(data, percentile=percentile, vmin=vmin, vmax=vmax)
     rgba = render_rgba(data, vmin=dmin, vmax=dmax, stretch=stretch, colormap_name=colormap_name, origin=origin)
+    png = png_base64(rgba)
+    check_response(len(png), what)  # a PNG's size is known only once encoded
     body.update(
-        mime_type="image/png", png_base64=png_base64(rgba), display_min=dmin, display_max=dmax,
+        mime_type="image/png", png_base64=png, display_min=dmin, display_max=dmax,
         stretch=(stretch or DEFAULT_STRETCH).lower(), colormap=(colormap_name or DEFAULT_COLORMAP).lower(),
         percentile=DEFAULT_PERCENTILE if percentile is None else float(percentile),
         origin=(origin or "lower").lower(),

@@ -18,6 +18,7 @@ from app.compute.dispatch import JobContext
 from app.compute.slab_runner import map_over_slabs
 from app.errors import InvalidRequest
 from app.io.spectral import spectral_axis
+from app.services.budget import check_rows
 from app.services.cube_reads import clamp_range, require_cube
 from app.services.encoding import encode_array
 from app.services.sessions import Dataset
@@ -64,6 +65,7 @@ def linewidth_rows(ctx: JobContext, dataset: Dataset, params: LinewidthParams, r
     """FWHM and EW maps of one row chunk."""
     source = require_cube(dataset)
     z = slice(params.channel_start, params.channel_end + 1)
+    check_rows((z.stop - z.start, 1, source.shape[2]), 48.0, "Line width (one row slab)")
     axis = spectral_axis(dataset.handle.wcs_info, source.shape[0], rest_freq_hz=params.rest_freq_hz)
     coords, widths = axis.coords[z], axis.widths[z]
     kernels = ctx.kernels("linewidth", "linewidth")

@@ -26,6 +26,7 @@ from app.compute.dispatch import JobContext
 from app.errors import InvalidRequest
 from app.io.fits_writer import CubeWriter, unique_output_path
 from app.io.spectral import spectral_axis
+from app.services.budget import check_rows
 from app.services.cube_reads import require_cube
 from app.services.encoding import encode_array
 from app.services.sessions import Dataset
@@ -72,6 +73,7 @@ def mean_spectrum(ctx: JobContext, dataset: Dataset) -> tuple[np.ndarray, float]
     """Spatial-mean spectrum over finite pixels and the cube's peak voxel (host arrays)."""
     source = require_cube(dataset)
     kernels = ctx.kernels("stacking", "stacking")
+    check_rows(source.shape, 8.0, f"Mean spectrum of {dataset.dataset_id} (one row slab)")
     partial = None
     for ys in y_slabs(source.shape, ctx.chunk_bytes, bytes_per_voxel=8.0):
         ctx.check_cancelled()
@@ -135,6 +137,7 @@ def stack_cube(ctx: JobContext, datasets: list[Dataset], *, method: str, weight_
     header["HISTORY"] = f"created {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}"
     path = unique_output_path(output_dir, f"{first.path.name.split('.fits')[0]}_stack{len(datasets)}_{method}")
     lo, hi = np.inf, -np.inf
+    check_rows(source.shape, 4.0 * (len(datasets) + 2), f"Stack of {len(datasets)} cubes (one row slab)")
     with CubeWriter(path, header, source.shape, exclusive=True) as writer:
         slabs = y_slabs(source.shape, ctx.chunk_bytes, bytes_per_voxel=4.0 * (len(datasets) + 2))
         for i, ys in enumerate(slabs):

@@ -23,6 +23,7 @@ class PreviewResponse(ArrayPayload):
 
     depth: int = Field(description="Channels in the preview.")
     downsample: int = Field(description="Stride used along each axis.")
+    downsample_auto: bool | None = Field(None, description="The stride was chosen to keep the answer small.")
 
 
 class CubePreview(Operation):
@@ -39,5 +40,5 @@ class CubePreview(Operation):
     def plan(self, call: Call, body: PreviewRequest) -> Plan:
         dataset = call.dataset(body.dataset_id)
         comp = check_compression(body.compression)
-        step = 1 if body.downsample is None else body.downsample
-        return Plan([dataset], {}, job=lambda ctx: cube_reads.preview(dataset, downsample=step, compression=comp))
+        return Plan([dataset], {}, job=lambda ctx: cube_reads.preview(dataset, downsample=body.downsample,
+                                                                      compression=comp))

@@ -4,9 +4,8 @@ Needs the optional ``casa`` extra (casatasks, casatools, casadata) and runs it o
 (:func:`app.casa_runtime.configure_casa_offline`). CASA is not thread-safe, so every call holds
 one process-wide lock; the service runs these jobs on the heavy lane without a GPU.
 
-- CASA cannot read gzip-compressed FITS: ``*.fits.gz`` files are decompressed once into
-  ``$TMPDIR/visivo-casa-<uid>/js9-fits/<sha256(path, mtime, size)>.fits`` (atomic write), so an
-  edited file gets a new copy.
+- CASA cannot read gzip-compressed FITS: ``*.fits.gz`` files are read from their inflated copy
+  in the server's bounded gzip cache (``<output>/.gzip_cache``, the copy the native engine maps).
 - Regions go to CASA as CRTF in 0-based pixels (:meth:`Region.crtf`); channels as ``chans="a~b"``;
   the Stokes plane as ``stokes``.
 - Results are shaped exactly like the native engine's (same keys), from CASA's own values:
@@ -19,13 +18,10 @@ one process-wide lock; the service runs these jobs on the heavy lane without a G
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import importlib
 import math
 import os
 import re
-import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -35,6 +31,7 @@ import numpy as np
 
 from app.casa_runtime import casatasks_available, configure_casa_offline
 from app.compute.dispatch import JobContext
+from app.io import gzip_cache
 from app.services.js9 import native_engine
 from app.services.js9 import params as prm
 from app.services.js9.errors import Js9BadRequest, Js9TaskFailed
@@ -70,19 +67,12 @@ def _workdir() -> Path:
 
 
 def casa_readable(path: Path) -> Path:
-    """``path`` itself, or for a gzip file its decompressed copy in the work directory (cached by mtime)."""
+    """``path`` itself, or for a gzip file its inflated copy in the server's gzip cache (:mod:`app.io.gzip_cache`)."""
     with path.open("rb") as handle:
         if handle.read(2) != _GZIP_MAGIC:
             return path
-    st = path.stat()
-    key = hashlib.sha256(f"{path}\0{st.st_mtime_ns}\0{st.st_size}".encode()).hexdigest()[:32]
-    target = _workdir() / f"{key}.fits"
-    if not target.is_file():
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with gzip.open(path, "rb") as src, tmp.open("wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        os.replace(tmp, target)
-    return target
+    with gzip_cache.current().lease(path) as inflated:  # just touched: the most recently used entry
+        return inflated
 
 
 def _call(task: str, **kwargs: Any) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import mmap
 import re
 import threading
 from collections import OrderedDict
@@ -179,18 +180,35 @@ def _stokes_labels(header: fits.Header, axis: int, n: int) -> list[str]:
     return labels
 
 
+def resident_bytes(image: FitsImage) -> int:
+    """Bytes of RAM an open image holds: 0 when its data is memory-mapped (plain FITS, and
+    ``.fits.gz`` through the on-disk gzip cache), else the size of its in-memory array (e.g. a
+    tile-compressed image, which astropy decompresses)."""
+    raw = image.source.raw
+    node = raw
+    while node is not None:
+        if isinstance(node, (np.memmap, mmap.mmap)):
+            return 0
+        node = getattr(node, "base", None)
+    return int(raw.nbytes)
+
+
 class ImageCache:
-    """Opened FITS images kept between requests: LRU of ``capacity``, keyed by path, mtime and size.
+    """Opened FITS images kept between requests: LRU of ``capacity`` entries and ``max_bytes`` of RAM.
 
     A JS9 user runs many tasks on the image on screen; parsing its header and WCS (and, for a
-    ``.fits.gz``, decompressing it) once instead of per request is most of a small task's time.
-    An edited file has a new key, so it is opened afresh. Evicted images are not closed here (a
-    request may still be reading one); the file goes when the last reference does.
+    ``.fits.gz``, finding its inflated copy) once instead of per request is most of a small task's
+    time. An edited file has a new key (path, mtime, size), so it is opened afresh. Images weigh
+    :func:`resident_bytes`; the least recently used go until both bounds hold, and an image heavier
+    than ``max_bytes`` alone is not kept. Evicted images are not closed here (a request may still
+    be reading one); the file goes when the last reference does.
     """
 
-    def __init__(self, capacity: int = 8) -> None:
+    def __init__(self, capacity: int = 8, max_bytes: int = 256 << 20) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self._items: OrderedDict[tuple[str, int, int], FitsImage] = OrderedDict()
+        self._weights: dict[tuple[str, int, int], int] = {}
         self._lock = threading.Lock()
 
     def get(self, path: Path) -> FitsImage:
@@ -202,12 +220,24 @@ class ImageCache:
                 self._items.move_to_end(key)
                 return image
         image = open_fits_image(path)
+        weight = resident_bytes(image)
+        if weight > self.max_bytes:
+            return image
         with self._lock:
             self._items[key] = image
+            self._weights[key] = weight
             self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            while len(self._items) > self.capacity or self.held_bytes() > self.max_bytes:
+                old, _ = self._items.popitem(last=False)
+                self._weights.pop(old, None)
         return image
+
+    def held_bytes(self) -> int:
+        """RAM held by the cached images (sum of :func:`resident_bytes`)."""
+        return sum(self._weights.values())
+
+    def __contains__(self, image: FitsImage) -> bool:
+        return any(item is image for item in self._items.values())
 
     def __len__(self) -> int:
         return len(self._items)
@@ -224,13 +254,14 @@ def open_view(path: Path, *, stokes: str | None = None, cache: ImageCache | None
         The file is not a readable FITS image (from the reader).
     """
     image = cache.get(path) if cache is not None else open_fits_image(path)
+    owned = cache is None or image not in cache  # an image too heavy for the cache is this view's own
     try:
         view = _select_stokes(path, image, stokes)
     except BaseException:
-        if cache is None:
+        if owned:
             image.close()
         raise
-    view.owned = cache is None
+    view.owned = owned
     return view
 
 

@@ -36,8 +36,10 @@ import numpy as np
 
 from app.compute.backend import to_host
 from app.compute.dispatch import JobContext
+from app.errors import InvalidRequest
+from app.services.budget import check_budget
 from app.services.js9 import params as prm
-from app.services.js9.errors import Js9TaskFailed
+from app.services.js9.errors import Js9BadRequest, Js9TaskFailed
 from app.services.js9.images import ImageView, parse_chans, single_plane
 from app.services.js9.regions import Region
 from kernel_common.constants import FWHM_PER_SIGMA
@@ -67,6 +69,20 @@ class Selection:
         return view.source.read(z=self.zslice, y=ys, x=self.xs)
 
 
+#: Peak working bytes per selected pixel: imstat (float32 read, sorted copy, float64 sums), specflux
+#: and the flux sums (read + mask), imval (Python floats and JSON), imfit/imview (one plane, float64 work).
+BYTES_PER_PIXEL = {"imstat": 16.0, "specflux": 8.0, "imval": 100.0, "imfit": 48.0, "imview": 48.0}
+
+
+def check_memory(sel: Selection, task: str) -> None:
+    """Refuse (HTTP 400) a task whose selection passes the per-request memory budget, before reading it."""
+    pixels = len(sel.z) * (sel.ys.stop - sel.ys.start) * (sel.xs.stop - sel.xs.start)
+    try:
+        check_budget(pixels * BYTES_PER_PIXEL[task], f"{task} over {pixels} pixels")
+    except InvalidRequest as exc:
+        raise Js9BadRequest(exc.message) from None
+
+
 def select(view: ImageView, region: Region | None, z: range) -> Selection:
     """Bounding box and mask of ``region`` (whole plane without one) over channels ``z``."""
     _, ny, nx = view.shape
@@ -94,6 +110,7 @@ def _region_info(region: Region | None) -> dict[str, Any] | None:
 def imstat(ctx: JobContext, view: ImageView, region: Region | None, params: dict[str, Any]) -> dict[str, Any]:
     """CASA ``imstat`` statistics over the region (whole image without one), blanks excluded."""
     sel = select(view, region, parse_chans(params.get("chans"), view))
+    check_memory(sel, "imstat")
     kern = ctx.kernels("stats")
     origin = (sel.z.start, sel.ys.start, sel.xs.start)
     if ctx.on_gpu:
@@ -155,6 +172,7 @@ def _integrated_flux(ctx: JobContext, view: ImageView, sel: Selection, total: fl
 def specflux(ctx: JobContext, view: ImageView, region: Region | None, params: dict[str, Any]) -> dict[str, Any]:
     """Flux over the region per channel (CASA ``specflux``); the single-plane form for an image."""
     sel = select(view, region, parse_chans(params.get("chans"), view))
+    check_memory(sel, "specflux")
     kern = ctx.kernels("region_flux")
     sums, counts = kern.channel_sums(_to_device(ctx, sel.read(view)), _to_device(ctx, sel.mask))
     sums, counts = to_host(sums), to_host(counts)
@@ -210,6 +228,7 @@ def imval(ctx: JobContext, view: ImageView, region: Region | None, params: dict[
         ix = min(max(int(math.floor(crpix[roles.x] - 0.5)), 0), nx - 1)
         iy = min(max(int(math.floor(crpix[roles.y] - 0.5)), 0), ny - 1)
         sel = Selection(z, slice(iy, iy + 1), slice(ix, ix + 1), None)
+    check_memory(sel, "imval")
     block = sel.read(view)
     valid = np.isfinite(block)
     if sel.mask is not None:
@@ -244,6 +263,7 @@ def imfit(ctx: JobContext, view: ImageView, region: Region | None, params: dict[
     want_images = prm.get_bool(params, "return_images", False)
     plane = single_plane(params.get("chans"), view, "imfit")
     sel = select(view, region, range(plane, plane + 1))
+    check_memory(sel, "imfit")
     kern = ctx.kernels("fit2d")
     block = sel.read(view)[0]
     dev_block, dev_mask = _to_device(ctx, block), _to_device(ctx, sel.mask)
@@ -351,6 +371,8 @@ def _sky_geometry(view: ImageView, x: float, y: float, theta: float) -> tuple[fl
 def imview(ctx: JobContext, view: ImageView, region: Region | None, params: dict[str, Any]) -> dict[str, Any]:
     """Contours of one plane after optional Gaussian smoothing, paths in 1-based JS9 image pixels."""
     plane = single_plane(params.get("chans"), view, "imview")
+    _, ny, nx = view.shape
+    check_memory(Selection(range(plane, plane + 1), slice(0, ny), slice(0, nx), None), "imview")
     image = view.source.read(z=slice(plane, plane + 1))[0]
     return contours_of_plane(ctx, view, region, params, plane, image)
 
