@@ -40,7 +40,8 @@ async def _render(request: Request, runtime: Runtime, body: ImageRequest, cap: i
     return ok(await runtime.dispatcher.run_interactive(
         lambda: image_payload(dataset, max_longest_side=cap, channel=body.channel, fmt=body.format,
                               stretch=body.stretch, percentile=body.percentile, colormap_name=body.colormap,
-                              vmin=body.vmin, vmax=body.vmax, origin=body.origin, compression=comp)))
+                              vmin=body.vmin, vmax=body.vmax, origin=body.origin, compression=comp,
+                              max_response_bytes=runtime.settings.max_response_mb << 20)))
 
 
 @router.post("/preview")

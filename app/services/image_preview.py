@@ -12,6 +12,11 @@ astropy stretch (default ``asinh``) and a 256-entry colour map; NaN/inf pixels a
 transparent. PNG rows run from the top of the picture: with ``origin: "lower"`` (default, as
 DS9/CARTA show a sky image) the last FITS row is the first PNG row; ``"upper"`` keeps FITS row 0
 first. The float32 payload (``format: "float32"``) always has row 0 = FITS y = 0.
+
+Without ``format`` the answer carries both: the PNG the API reference promises and the float32
+plane (``scalar_type``, ``data_base64``) the desktop client's image window reads. The float32
+payload is refused with a clear error (size and limit in MiB) when its base64 text,
+``4·ceil(4·w·h/3)`` bytes, would exceed the response limit (``VISIVO_MAX_RESPONSE_MB``).
 """
 
 from __future__ import annotations
@@ -190,24 +195,52 @@ def png_base64(rgba: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+#: ``format`` echoed when the request names none: both payloads.
+BOTH_FORMATS = "png+float32"
+
+
+def float32_payload_bytes(width: int, height: int) -> int:
+    """Length in bytes of the base64 text of a ``(height, width)`` float32 plane: ``4·ceil(4·w·h/3)``."""
+    return 4 * -(-(4 * int(width) * int(height)) // 3)
+
+
+def check_payload_size(nbytes: int, limit_bytes: int | None, what: str) -> None:
+    """Refuse a payload larger than the response limit, naming both sizes in MiB."""
+    if limit_bytes is not None and nbytes > limit_bytes:
+        raise InvalidRequest(
+            f"The {what} would be {nbytes / 2**20:.1f} MiB, over the response limit of "
+            f"{limit_bytes / 2**20:.0f} MiB (VISIVO_MAX_RESPONSE_MB); ask /v1/image/preview with a smaller "
+            "max_longest_side, or format 'png'."
+        )
+
+
 def image_payload(dataset: Dataset, *, max_longest_side: int | None, channel: int | None = None,
                   fmt: str | None = None, stretch: str | None = None, percentile: float | None = None,
                   colormap_name: str | None = None, vmin: float | None = None, vmax: float | None = None,
-                  origin: str | None = None, compression: str = "none") -> dict[str, Any]:
-    """The ``/v1/image/preview`` (``max_longest_side``) or ``/v1/image/full`` (``None``) response."""
-    kind = (fmt or "png").strip().lower()
-    if kind not in ("png", "float32"):
-        raise InvalidRequest(f"Unknown image format '{fmt}'; use 'png' or 'float32'.")
+                  origin: str | None = None, compression: str = "none",
+                  max_response_bytes: int | None = None) -> dict[str, Any]:
+    """The ``/v1/image/preview`` (``max_longest_side``) or ``/v1/image/full`` (``None``) response.
+
+    ``fmt`` ``None`` answers both the PNG and the float32 plane; ``max_response_bytes`` caps the
+    float32 payload (see :func:`check_payload_size`).
+    """
+    kind = BOTH_FORMATS if fmt is None else fmt.strip().lower()
+    if kind not in ("png", "float32", BOTH_FORMATS):
+        raise InvalidRequest(f"Unknown image format '{fmt}'; use 'png' or 'float32' (or none for both).")
     plane = read_plane(dataset, channel=channel, max_longest_side=max_longest_side)
     data = plane.pop("data")
+    if kind != "png":
+        check_payload_size(float32_payload_bytes(data.shape[1], data.shape[0]), max_response_bytes,
+                           "float32 image payload (data_base64)")
     lo, hi = finite_range(data)
     height, width = data.shape
     body: dict[str, Any] = {
         "width": width, "height": height, **plane, "range_min": lo, "range_max": hi,
         "bunit": dataset.info.get("bunit", ""), "format": kind,
     }
-    if kind == "float32":
+    if kind != "png":
         body.update(scalar_type="float32", compression=compression, data_base64=encode_array(data, compression))
+    if kind == "float32":
         return body
     dmin, dmax = display_limits(data, percentile=percentile, vmin=vmin, vmax=vmax)
     rgba = render_rgba(data, vmin=dmin, vmax=dmax, stretch=stretch, colormap_name=colormap_name, origin=origin)
