@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import dataset_for, get_runtime
+from app.io.spectral import velocity_options
 from app.runtime import Runtime
 from app.services import cube_reads, noise, pv
 from app.services.encoding import check_compression
@@ -51,6 +52,8 @@ class PvRequest(DatasetRequest):
     vertices: list[list[float]] | None = None
     points_ra_dec: list[list[float]] | None = None
     width_pixels: int = Field(1, ge=1, le=1001)
+    rest_freq_hz: float | None = None
+    velocity_convention: str | None = None
 
 
 @router.post("/preview")
@@ -97,12 +100,13 @@ def pv_operation(runtime: Runtime, request: Request, body: PvRequest) -> Operati
     dataset = dataset_for(request, body.dataset_id)
     comp = check_compression(body.compression)
     vertices = pv.path_vertices(dataset, vertices=body.vertices, points_ra_dec=body.points_ra_dec)
-    params = {"vertices": vertices.round(9).tolist(), "width": body.width_pixels, "compression": comp}
+    params = {"vertices": vertices.round(9).tolist(), "width": body.width_pixels, "compression": comp,
+              **velocity_options(body)}
     resident = runtime.resident_cube(dataset)
     return Operation(
         "pv", [dataset], params,
         job=lambda ctx: pv.pv_diagram(ctx, dataset, vertices_px=vertices, width_pixels=body.width_pixels,
-                                  compression=comp, resident=resident(ctx)),
+                                  compression=comp, resident=resident(ctx), **velocity_options(body)),
     )
 
 

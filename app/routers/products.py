@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import dataset_for, get_runtime
 from app.errors import InvalidRequest
+from app.io.spectral import velocity_options
 from app.runtime import Runtime
 from app.services import isosurface as iso
 from app.services import moments
@@ -36,6 +37,7 @@ class MomentRequest(BaseModel):
     includepix: list[float] | float | None = None
     excludepix: list[float] | float | None = None
     rest_freq_hz: float | None = None
+    velocity_convention: str | None = None
     save: bool = False
     compression: str | None = None
 
@@ -77,7 +79,7 @@ def moment_operation(runtime: Runtime, request: Request, body: MomentRequest) ->
     if include is not None and exclude is not None:
         raise InvalidRequest("Give includepix or excludepix, not both (CASA rule).")
     params = moments.MomentParams(order, convention, c0, c1, threshold if convention == "reference" else None,
-                                  include, exclude, body.rest_freq_hz)
+                                  include, exclude, **velocity_options(body))
     comp = check_compression(body.compression)
     key = {**params.__dict__, "save": body.save, "compression": comp}
     op_name = "moment_casa" if convention == "casa" else "moment"

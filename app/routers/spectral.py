@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import dataset_for, get_runtime
 from app.errors import InvalidRequest, NotFound
+from app.io.spectral import velocity_options
 from app.runtime import Runtime
 from app.services import baseline, linewidth, stacking
 from app.services.datasets import open_dataset
@@ -27,6 +28,7 @@ class LinewidthRequest(BaseModel):
     threshold_value: float | None = None
     method: str | None = None
     rest_freq_hz: float | None = None
+    velocity_convention: str | None = None
     snr: float | None = Field(None, ge=0, description="SNR cut; default VISIVO_LINEWIDTH_SNR")
 
 
@@ -48,6 +50,8 @@ class StackRequest(BaseModel):
     weight_by: str = "uniform"
     weights: list[float] = Field(default_factory=list)
     mode: str = "spectrum"
+    rest_freq_hz: float | None = None
+    velocity_convention: str | None = None
 
 
 def linewidth_operation(runtime: Runtime, request: Request, body: LinewidthRequest) -> Operation:
@@ -55,7 +59,7 @@ def linewidth_operation(runtime: Runtime, request: Request, body: LinewidthReque
     snr = runtime.settings.linewidth_snr if body.snr is None else body.snr
     params = linewidth.resolve(dataset, channel_start=body.channel_start, channel_end=body.channel_end,
                                mask_enabled=body.mask_enabled, threshold_value=body.threshold_value,
-                               method=body.method, rest_freq_hz=body.rest_freq_hz, snr_cut=snr)
+                               method=body.method, snr_cut=snr, **velocity_options(body))
     _, ny, _ = dataset.handle.source.shape
     resident = runtime.resident_cube(dataset)
 
@@ -139,10 +143,11 @@ async def baseline_route(session_id: str, dataset_id: str, body: BaselineRequest
 def stack_operation(runtime: Runtime, request: Request, body: StackRequest) -> Operation:
     datasets: list[Dataset] = [dataset_for(request, ds) for ds in body.dataset_ids]
     stacking.validate(datasets, method=body.method, weight_by=body.weight_by, weights=body.weights)
-    params = body.model_dump(include={"method", "weight_by", "weights", "mode"})
+    params = {**body.model_dump(include={"method", "weight_by", "weights", "mode"}), **velocity_options(body)}
     if body.mode == "spectrum":
         return Operation("stacking", datasets, params, job=lambda ctx: stacking.stack_spectra(
-            ctx, datasets, method=body.method, weight_by=body.weight_by, weights=body.weights or None))
+            ctx, datasets, method=body.method, weight_by=body.weight_by, weights=body.weights or None,
+            **velocity_options(body)))
     if body.mode != "cube":
         raise InvalidRequest("mode must be 'spectrum' or 'cube'.")
     session_id = datasets[0].session_id
