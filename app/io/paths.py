@@ -13,6 +13,8 @@ exists (no local-account oracle, and never the server's home directory).
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +26,30 @@ DIRECTORY_NOT_FOUND = "Directory not found."
 
 def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
+
+
+def _absolute(text: str, roots: Sequence[Path]) -> Path:
+    """The client's text as an absolute path (relative to the first root); leading ``//`` collapsed.
+
+    ``~`` is never expanded: ``~user/x`` is a relative name like any other.
+    """
+    candidate = Path(re.sub(r"^/{2,}", "/", text)) if text else roots[0]
+    return candidate if candidate.is_absolute() else roots[0] / candidate
+
+
+def is_above_roots(raw: str | None, roots: Sequence[Path]) -> bool:
+    """True when ``raw`` names ``/`` or a directory that strictly contains a root but is inside none.
+
+    Decided on the lexically normalised path (``..`` folded, no file-system access), so a
+    client learns nothing beyond the roots' own absolute paths.
+    """
+    text = (raw or "").strip()
+    if not text or "\x00" in text:
+        return False
+    candidate = Path(os.path.normpath(_absolute(text, roots)))
+    if any(_inside(candidate, r) for r in roots):
+        return False
+    return any(candidate in r.parents for r in roots)
 
 
 def confine(raw: str | None, roots: Sequence[Path], *, want_dir: bool = False) -> Path:
@@ -43,10 +69,7 @@ def confine(raw: str | None, roots: Sequence[Path], *, want_dir: bool = False) -
     if "\x00" in text:
         raise InvalidRequest(missing)
     try:
-        candidate = Path(text) if text else roots[0]
-        if not candidate.is_absolute():
-            candidate = roots[0] / candidate
-        resolved = candidate.resolve(strict=True)
+        resolved = _absolute(text, roots).resolve(strict=True)
     except (OSError, RuntimeError, ValueError):
         raise InvalidRequest(missing) from None
     root = next((r for r in roots if _inside(resolved, r)), None)

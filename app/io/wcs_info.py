@@ -6,6 +6,10 @@ reports each fix as a ``FITSFixedWarning``; we collect those messages for
 spellings it misreads (``'KM/S'``, ``'HZ'`` ...). After ``wcs.set()`` every world
 value is SI (Hz, m/s, m) whatever ``CUNIT`` said.
 
+Informational fixes (astropy's ``'obsfix'``, ``'datfix'``: observatory location and
+dates derived from other keywords) change nothing about pixel ↔ world geometry: they
+leave the status ``ok`` and go to ``info_messages``, not to the warning message.
+
 Status values: ``ok`` (used as written), ``sanitized`` (we or astropy changed
 or assumed something that matters for coordinates), ``degraded`` (astropy could
 not build a WCS; a linear per-axis WCS from CRVAL/CDELT/CRPIX is used instead).
@@ -53,6 +57,8 @@ class WcsInfo:
     sanitized_axes: list[int]
     roles: AxisRoles
     header_ctype: list[str]
+    #: astropy's informational fixes ('obsfix', 'datfix'): reported apart, never as warnings.
+    info_messages: list[str] = field(default_factory=list)
 
     @property
     def warning_message(self) -> str:
@@ -150,6 +156,7 @@ def analyse_wcs(header: fits.Header, shape_fits: tuple[int, ...]) -> WcsInfo:
     work = header.copy()
     header_ctype = [str(header.get(f"CTYPE{i}", "")).strip() for i in range(1, naxis + 1)]
     messages, touched = _sanitize_units(work, naxis)
+    info_messages: list[str] = []
     status = "sanitized" if touched else "ok"
     try:
         try:
@@ -167,9 +174,11 @@ def analyse_wcs(header: fits.Header, shape_fits: tuple[int, ...]) -> WcsInfo:
         for warning in caught:
             if issubclass(warning.category, FITSFixedWarning):
                 text = " ".join(str(warning.message).split())
+                if text.startswith(_INFORMATIONAL_FIXES):
+                    info_messages.append(text)
+                    continue
                 messages.append(text)
-                if not text.startswith(_INFORMATIONAL_FIXES):
-                    status = "sanitized"
+                status = "sanitized"
         for i, (before, after) in enumerate(zip(header_ctype, wcs.wcs.ctype, strict=False)):
             if before and before.upper() != str(after).upper() and i not in touched:
                 messages.append(f"CTYPE{i + 1} '{before}' interpreted as '{after}'")
@@ -182,7 +191,7 @@ def analyse_wcs(header: fits.Header, shape_fits: tuple[int, ...]) -> WcsInfo:
         wcs.wcs.set()
     roles = _assign_roles(wcs, shape_fits)
     messages.extend(roles.notes)
-    return WcsInfo(wcs, status, messages, sorted(set(touched)), roles, header_ctype)
+    return WcsInfo(wcs, status, messages, sorted(set(touched)), roles, header_ctype, info_messages)
 
 
 def unit_string(unit: object) -> str:

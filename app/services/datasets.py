@@ -77,6 +77,7 @@ def image_metadata(image: FitsImage) -> dict[str, Any]:
         "spectral_axis_unit": (unit_string(info.wcs.wcs.cunit[z]) if z is not None else ""),
         "wcs_status": info.status,
         "wcs_warning_message": info.warning_message,
+        "wcs_info_message": "; ".join(info.info_messages),
         # indices into the x, y, z per-axis arrays below
         "wcs_sanitized_axes": [roles.index(a) for a in info.sanitized_axes if a in roles],
         "file_size_bytes": image.path.stat().st_size,

@@ -11,7 +11,7 @@ from astropy.io import fits
 
 from app.errors import InvalidRequest
 from app.io.fits_reader import check_fits_magic
-from app.io.paths import confine
+from app.io.paths import confine, is_above_roots
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz")
 
@@ -41,7 +41,12 @@ def list_directory(roots: tuple[Path, ...], raw_path: str | None) -> dict[str, A
 
     Hidden entries and symbolic links that lead outside the roots are left out.
     An empty path lists the first root; ``roots`` names every root for navigation.
+    ``/`` or any directory above the roots (such as ``<root>/..``, which a file dialog's
+    Up button sends) lists the roots themselves as directories with absolute paths
+    (``current_path`` ``"/"``); nothing outside the roots is revealed.
     """
+    if is_above_roots(raw_path, roots):
+        return list_roots(roots)
     directory = confine(raw_path, roots, want_dir=True)
     entries = []
     for child in directory.iterdir():
@@ -56,6 +61,17 @@ def list_directory(roots: tuple[Path, ...], raw_path: str | None) -> dict[str, A
             entries.append(entry)
     entries.sort(key=lambda e: (e["type"] != "directory", e["name"].lower()))
     return {"current_path": str(directory), "roots": [str(r) for r in roots], "entries": entries}
+
+
+def list_roots(roots: tuple[Path, ...]) -> dict[str, Any]:
+    """The virtual top level: one directory entry per root, ``name`` and ``path`` absolute."""
+    entries = []
+    for root in roots:
+        entry = _entry(root)
+        if entry is not None and entry["type"] == "directory":
+            entry["name"] = str(root)
+            entries.append(entry)
+    return {"current_path": "/", "roots": [str(r) for r in roots], "entries": entries}
 
 
 def header_cards(roots: tuple[Path, ...], raw_path: str) -> dict[str, Any]:

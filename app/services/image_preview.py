@@ -13,10 +13,13 @@ transparent. PNG rows run from the top of the picture: with ``origin: "lower"`` 
 DS9/CARTA show a sky image) the last FITS row is the first PNG row; ``"upper"`` keeps FITS row 0
 first. The float32 payload (``format: "float32"``) always has row 0 = FITS y = 0.
 
-Limits (:mod:`app.services.budget`): the working memory (:data:`FLOAT_BYTES_PER_PIXEL` or
+Without ``format`` the answer carries both: the PNG the API reference promises and the float32
+plane (``scalar_type``, ``data_base64``) the desktop client's image window reads.
+
+Limits (:mod:`app.services.budget`): the working memory (:data:`FLOAT_BYTES_PER_PIXEL` and/or
 :data:`PNG_BYTES_PER_PIXEL` per output pixel) is checked against the per-request budget before
-reading; a float32 payload is checked against ``VISIVO_MAX_RESPONSE_MB`` before reading, a PNG
-once encoded.
+reading; a float32 payload, whose base64 text is ``4·ceil(4·w·h/3)`` bytes, is checked against
+``VISIVO_MAX_RESPONSE_MB`` before reading (the error names both sizes in MiB), a PNG once encoded.
 """
 
 from __future__ import annotations
@@ -210,19 +213,28 @@ def png_base64(rgba: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+#: ``format`` echoed when the request names none: both payloads.
+BOTH_FORMATS = "png+float32"
+
+
 def image_payload(dataset: Dataset, *, max_longest_side: int | None, channel: int | None = None,
                   fmt: str | None = None, stretch: str | None = None, percentile: float | None = None,
                   colormap_name: str | None = None, vmin: float | None = None, vmax: float | None = None,
                   origin: str | None = None, compression: str = "none") -> dict[str, Any]:
-    """The ``/v1/image/preview`` (``max_longest_side``) or ``/v1/image/full`` (``None``) response."""
-    kind = (fmt or "png").strip().lower()
-    if kind not in ("png", "float32"):
-        raise InvalidRequest(f"Unknown image format '{fmt}'; use 'png' or 'float32'.")
+    """The ``/v1/image/preview`` (``max_longest_side``) or ``/v1/image/full`` (``None``) response.
+
+    ``fmt`` ``None`` answers both the PNG and the float32 plane. Sizes are checked before reading.
+    """
+    kind = BOTH_FORMATS if fmt is None else fmt.strip().lower()
+    if kind not in ("png", "float32", BOTH_FORMATS):
+        raise InvalidRequest(f"Unknown image format '{fmt}'; use 'png' or 'float32' (or none for both).")
     width, height = output_size(dataset, max_longest_side)
     what = f"Image of {width}×{height} pixels"
-    if kind == "float32":
+    if kind != "png":
         check_response(base64_bytes(4 * width * height), what)
-    check_budget((FLOAT_BYTES_PER_PIXEL if kind == "float32" else PNG_BYTES_PER_PIXEL) * width * height, what)
+    per_pixel = {"png": PNG_BYTES_PER_PIXEL, "float32": FLOAT_BYTES_PER_PIXEL}.get(
+        kind, PNG_BYTES_PER_PIXEL + FLOAT_BYTES_PER_PIXEL)
+    check_budget(per_pixel * width * height, what)
     plane = read_plane(dataset, channel=channel, max_longest_side=max_longest_side)
     data = plane.pop("data")
     lo, hi = finite_range(data)
@@ -231,8 +243,9 @@ def image_payload(dataset: Dataset, *, max_longest_side: int | None, channel: in
         "width": width, "height": height, **plane, "range_min": lo, "range_max": hi,
         "bunit": dataset.info.get("bunit", ""), "format": kind,
     }
-    if kind == "float32":
+    if kind != "png":
         body.update(scalar_type="float32", compression=compression, data_base64=encode_array(data, compression))
+    if kind == "float32":
         return body
     dmin, dmax = display_limits(data, percentile=percentile, vmin=vmin, vmax=vmax)
     rgba = render_rgba(data, vmin=dmin, vmax=dmax, stretch=stretch, colormap_name=colormap_name, origin=origin)

@@ -17,7 +17,7 @@ import numpy as np
 from app.compute.dispatch import JobContext
 from app.compute.slab_runner import map_over_slabs
 from app.errors import InvalidRequest
-from app.io.spectral import spectral_axis
+from app.io.spectral import SpectralAxis, check_rest_frequency, check_velocity_convention, spectral_axis
 from app.services.budget import check_rows
 from app.services.cube_reads import clamp_range, require_cube
 from app.services.encoding import encode_array
@@ -35,10 +35,12 @@ class LinewidthParams:
     method: str | None
     rest_freq_hz: float | None
     snr_cut: float
+    velocity_convention: str | None = None
 
 
 def resolve(dataset: Dataset, *, channel_start, channel_end, mask_enabled: bool, threshold_value,
-            method: str | None, rest_freq_hz, snr_cut: float) -> LinewidthParams:
+            method: str | None, rest_freq_hz, snr_cut: float,
+            velocity_convention: str | None = None) -> LinewidthParams:
     """Validate a line-width request into parameters."""
     source = require_cube(dataset)
     if method not in METHODS:
@@ -48,10 +50,10 @@ def resolve(dataset: Dataset, *, channel_start, channel_end, mask_enabled: bool,
     c0, c1 = clamp_range(channel_start, channel_end, source.shape[0], "channel")
     if c1 - c0 + 1 < 4:
         raise InvalidRequest("A Gaussian fit needs at least 4 channels.")
-    if rest_freq_hz is not None and not rest_freq_hz > 0:
-        raise InvalidRequest("rest_freq_hz must be positive.")
+    rest = check_rest_frequency(rest_freq_hz)
+    convention = check_velocity_convention(velocity_convention)
     threshold = float(threshold_value) if mask_enabled and threshold_value is not None else None
-    return LinewidthParams(c0, c1, threshold, method, rest_freq_hz, snr_cut)
+    return LinewidthParams(c0, c1, threshold, method, rest, snr_cut, convention)
 
 
 def row_chunks(ny: int, chunks: int) -> list[slice]:
@@ -60,13 +62,18 @@ def row_chunks(ny: int, chunks: int) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
 
+def _axis(dataset: Dataset, params: LinewidthParams) -> SpectralAxis:
+    return spectral_axis(dataset.handle.wcs_info, dataset.handle.source.shape[0], rest_freq_hz=params.rest_freq_hz,
+                         velocity_convention=params.velocity_convention)
+
+
 def linewidth_rows(ctx: JobContext, dataset: Dataset, params: LinewidthParams, rows: slice,
                    resident=None) -> dict[str, Any]:
     """FWHM and EW maps of one row chunk."""
     source = require_cube(dataset)
     z = slice(params.channel_start, params.channel_end + 1)
     check_rows((z.stop - z.start, 1, source.shape[2]), 48.0, "Line width (one row slab)")
-    axis = spectral_axis(dataset.handle.wcs_info, source.shape[0], rest_freq_hz=params.rest_freq_hz)
+    axis = _axis(dataset, params)
     coords, widths = axis.coords[z], axis.widths[z]
     kernels = ctx.kernels("linewidth", "linewidth")
 
@@ -99,6 +106,7 @@ def assemble(dataset: Dataset, params: LinewidthParams, parts: list[dict[str, An
         "channel_start": params.channel_start, "channel_end": params.channel_end,
         "snr_cut": params.snr_cut, "threshold_used": params.threshold,
         "computed_on": parts[0]["computed_on"] if parts else "cpu", "chunks": len(parts),
+        **_axis(dataset, params).describe(),
     }
     if params.method == "fwhm":
         del full["ew"]

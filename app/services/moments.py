@@ -50,6 +50,7 @@ class MomentParams:
     include: tuple[float, ...] | None
     exclude: tuple[float, ...] | None
     rest_freq_hz: float | None
+    velocity_convention: str | None = None
 
 
 def moment_unit(order: int, convention: str, bunit: str, spec_unit: str) -> str:
@@ -99,11 +100,17 @@ def _guard(order: int, data: np.ndarray, axis: SpectralAxis) -> np.ndarray:
     return data
 
 
+def axis_of(dataset: Dataset, params: MomentParams) -> SpectralAxis:
+    """The dataset's spectral axis with the request's rest frequency and velocity convention."""
+    return spectral_axis(dataset.handle.wcs_info, dataset.handle.source.shape[0], rest_freq_hz=params.rest_freq_hz,
+                         velocity_convention=params.velocity_convention)
+
+
 def compute_moment(ctx: JobContext, dataset: Dataset, params: MomentParams, *, resident=None) -> np.ndarray:
     """The moment map (float32, (ny, nx)) over the inclusive channel range."""
     source = require_cube(dataset)
     z = slice(params.channel_start, params.channel_end + 1)
-    full_axis = spectral_axis(dataset.handle.wcs_info, source.shape[0], rest_freq_hz=params.rest_freq_hz)
+    full_axis = axis_of(dataset, params)
     coords, widths = full_axis.coords[z], full_axis.widths[z]
     if params.convention == "casa":
         kernels = ctx.kernels("casa_moments", "moment_casa")
@@ -132,6 +139,8 @@ def moment_header(dataset: Dataset, params: MomentParams, unit: str, axis: Spect
     for key in ("OBJECT", "TELESCOP", "BMAJ", "BMIN", "BPA", "RADESYS", "EQUINOX", "DATE-OBS", "RESTFRQ"):
         if key in dataset.handle.header:
             header[key] = dataset.handle.header[key]
+    if axis.rest_freq_hz:
+        header["RESTFRQ"] = (axis.rest_freq_hz, f"[Hz] rest frequency used ({axis.rest_freq_source})")
     header["BUNIT"] = unit
     names = CASA_NAMES if params.convention == "casa" else REFERENCE_NAMES
     z = slice(params.channel_start, params.channel_end + 1)
@@ -139,6 +148,9 @@ def moment_header(dataset: Dataset, params: MomentParams, unit: str, axis: Spect
     header["HISTORY"] = f"visivo-gpu-server moment order={params.order} ({names[params.order]})"
     header["HISTORY"] = f"convention={params.convention} channels={params.channel_start}..{params.channel_end}"
     header["HISTORY"] = f"spectral range {float(v.min()):.6g}..{float(v.max()):.6g} {axis.unit}"
+    if axis.velocity_convention:
+        header["HISTORY"] = (f"{axis.ctype} axis as {axis.velocity_convention} velocity, rest frequency "
+                             f"{axis.rest_freq_hz} Hz ({axis.rest_freq_source})")
     header["HISTORY"] = f"threshold={params.threshold} include={params.include} exclude={params.exclude}"
     header["HISTORY"] = f"source={dataset.path.name}"
     header["HISTORY"] = f"created {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}"
@@ -151,7 +163,7 @@ def moment_product(ctx: JobContext, dataset: Dataset, params: MomentParams, *, s
     data = compute_moment(ctx, dataset, params, resident=resident)
     if not np.isfinite(data).any():
         raise InvalidRequest("No valid voxels found for the selected moment parameters.")
-    axis = spectral_axis(dataset.handle.wcs_info, dataset.handle.source.shape[0], rest_freq_hz=params.rest_freq_hz)
+    axis = axis_of(dataset, params)
     info = dataset.info
     unit = moment_unit(params.order, params.convention, info.get("bunit", ""), axis.unit)
     lo, hi = finite_range(data)
@@ -163,7 +175,7 @@ def moment_product(ctx: JobContext, dataset: Dataset, params: MomentParams, *, s
         "channel_start": params.channel_start, "channel_end": params.channel_end,
         "spectral_range": [float(axis.coords[z].min()), float(axis.coords[z].max())],
         "range_min": lo, "range_max": hi,
-        "spectral_axis_type": info.get("spectral_axis_type", ""), "spectral_axis_unit": axis.unit,
+        "spectral_axis_type": info.get("spectral_axis_type", ""), **axis.describe(),
         "moment_unit": unit, "bunit": info.get("bunit", ""),
         "threshold_used": params.threshold, "include": params.include, "exclude": params.exclude,
         "wcs_status": info.get("wcs_status", "ok"), "wcs_warning_message": info.get("wcs_warning_message", ""),

@@ -66,8 +66,14 @@ def _bbox(path: PvPath, width: int, ny: int, nx: int) -> tuple[slice, slice]:
 
 
 def pv_diagram(ctx: JobContext, dataset: Dataset, *, vertices_px: np.ndarray, width_pixels: int,
-               compression: str, resident=None) -> dict[str, Any]:
-    """Sample the cube along the path; see the module docstring for the rules."""
+               compression: str, resident=None, rest_freq_hz: float | None = None,
+               velocity_convention: str | None = None) -> dict[str, Any]:
+    """Sample the cube along the path; see the module docstring for the rules.
+
+    ``spectral_values`` are in km/s when the axis is a velocity axis or a rest frequency is known
+    (``rest_freq_hz`` overrides the header's), else in Hz (or m); ``velocity_convention`` as in
+    :func:`app.io.spectral.spectral_axis`.
+    """
     if width_pixels < 1:
         raise InvalidRequest("width_pixels must be >= 1.")
     source = require_cube(dataset)
@@ -101,7 +107,8 @@ def pv_diagram(ctx: JobContext, dataset: Dataset, *, vertices_px: np.ndarray, wi
     if valid == 0:
         raise InvalidRequest("No valid data found along the PV cut.")
     scale = pixel_scale_arcsec(dataset)
-    axis = spectral_axis(dataset.handle.wcs_info, nz)
+    axis = spectral_axis(dataset.handle.wcs_info, nz, rest_freq_hz=rest_freq_hz,
+                         velocity_convention=velocity_convention)
     lo, hi = finite_range(data)
     info = dataset.info
     positions = path.positions_px.astype(np.float32)
@@ -114,7 +121,7 @@ def pv_diagram(ctx: JobContext, dataset: Dataset, *, vertices_px: np.ndarray, wi
         "total_length": float(path.total_length_px), "total_length_arcsec": float(path.total_length_px) * scale,
         "valid_samples": valid, "range_min": lo, "range_max": hi,
         "pixel_scale_arcsec_per_pixel": scale, "spatial_unit": "arcsec" if scale else "pixel",
-        "spectral_axis_type": info.get("spectral_axis_type", ""), "spectral_axis_unit": axis.unit,
+        "spectral_axis_type": info.get("spectral_axis_type", ""), **axis.describe(),
         "spectral_values": axis.coords.tolist(),
         "bunit": info.get("bunit", ""), "beam_major": info.get("beam_major"),
         "beam_minor": info.get("beam_minor"), "beam_pa": info.get("beam_pa"),

@@ -89,7 +89,9 @@ def mean_spectrum(ctx: JobContext, dataset: Dataset) -> tuple[np.ndarray, float]
 
 
 def stack_spectra(ctx: JobContext, datasets: list[Dataset], *, method: str, weight_by: str,
-                  weights: list[float] | None) -> dict[str, Any]:
+                  weights: list[float] | None, rest_freq_hz: float | None = None,
+                  velocity_convention: str | None = None) -> dict[str, Any]:
+    """The combined spectrum; ``spectral_values`` on the first cube's axis (velocity when a rest frequency is known)."""
     kernels = ctx.kernels("stacking", "stacking")
     spectra, peaks = [], []
     for i, d in enumerate(datasets):
@@ -100,13 +102,14 @@ def stack_spectra(ctx: JobContext, datasets: list[Dataset], *, method: str, weig
     stack = np.vstack(spectra)
     w = _weights(kernels, stack, np.asarray(peaks), method, weight_by, weights)
     combined = np.asarray(to_host(kernels.combine_spectra(stack, method=method, weights=w)), dtype=np.float32)
-    axis = spectral_axis(datasets[0].handle.wcs_info, stack.shape[1])
+    axis = spectral_axis(datasets[0].handle.wcs_info, stack.shape[1], rest_freq_hz=rest_freq_hz,
+                         velocity_convention=velocity_convention)
     lo, hi = finite_range(combined)
     return {
         "rows": 1, "cols": int(combined.size), "layout": "rows = 1, cols = channels (one stacked spectrum)",
         "scalar_type": "float32", "method": method, "weight_by": weight_by if method == "weighted_mean" else None,
         "weights_used": None if w is None else w.tolist(), "n_cubes": len(datasets),
-        "range_min": lo, "range_max": hi, "spectral_axis_unit": axis.unit, "spectral_values": axis.coords.tolist(),
+        "range_min": lo, "range_max": hi, **axis.describe(), "spectral_values": axis.coords.tolist(),
         "bunit": datasets[0].info.get("bunit", ""), "peaks": peaks,
         "spectra_base64": [encode_array(s) for s in stack],
         "data_base64": encode_array(combined), "computed_on": "gpu" if ctx.on_gpu else "cpu",

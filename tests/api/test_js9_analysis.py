@@ -252,7 +252,8 @@ def test_imview_contours_against_skimage(js9_client: TestClient, c3_file: Path) 
     from scipy.ndimage import gaussian_filter
     from skimage.measure import find_contours
 
-    result = analyse(js9_client, "imview", C3, parameters={"n_levels": 6, "smoothing_sigma": 2.0})["result"]
+    result = analyse(js9_client, "imview", C3, parameters={"n_levels": 6, "smoothing_sigma": 2.0,
+                                                            "level_scale": "linear"})["result"]
     smoothed = gaussian_filter(plane(c3_file).astype(np.float64), 2.0)
     levels = np.linspace(smoothed.min(), smoothed.max(), 8)[1:-1]
     assert result["contour_levels"] == pytest.approx(levels.tolist(), rel=1e-12)

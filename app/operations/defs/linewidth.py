@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from app.compute.capabilities import Capability
+from app.io.spectral import velocity_options
 from app.operations.base import Call, Operation, Plan, Route
 from app.operations.defs._frames import frames_response
 from app.operations.models import DatasetRequest, ProductEnvelope, example
@@ -22,7 +23,9 @@ class LinewidthRequest(DatasetRequest):
     mask_enabled: bool = Field(False, description="Ignore voxels below `threshold_value`.")
     threshold_value: float | None = Field(None, description="Mask threshold (data unit) when `mask_enabled`.")
     method: str | None = Field(None, description="`fwhm`, `ew`, or null for both maps.")
-    rest_freq_hz: float | None = Field(None, description="Rest frequency (Hz): frequency axes give km/s.")
+    rest_freq_hz: float | None = Field(None, description="Rest frequency (Hz); wins over the header's RESTFRQ.")
+    velocity_convention: str | None = Field(
+        None, description="`radio` (default), `optical` or `relativistic`: velocity from frequency/wavelength.")
     snr: float | None = Field(None, ge=0, description="SNR cut; default `VISIVO_LINEWIDTH_SNR`.")
 
 
@@ -75,7 +78,7 @@ class Linewidth(Operation):
         snr = settings.linewidth_snr if body.snr is None else body.snr
         params = linewidth.resolve(dataset, channel_start=body.channel_start, channel_end=body.channel_end,
                                    mask_enabled=body.mask_enabled, threshold_value=body.threshold_value,
-                                   method=body.method, rest_freq_hz=body.rest_freq_hz, snr_cut=snr)
+                                   method=body.method, snr_cut=snr, **velocity_options(body))
         _, ny, _ = dataset.handle.source.shape
         resident = call.resident(dataset)
 

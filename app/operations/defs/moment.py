@@ -7,6 +7,7 @@ from pydantic import Field
 
 from app.compute.capabilities import Capability
 from app.errors import InvalidRequest
+from app.io.spectral import velocity_options
 from app.operations.base import Call, Operation, Plan, Route
 from app.operations.models import ArrayPayload, DatasetRequest, example
 from app.services import moments
@@ -30,7 +31,9 @@ class MomentRequest(DatasetRequest):
     snr: float = Field(3.0, gt=0, description="Multiple of `rms` for the mask.")
     includepix: list[float] | float | None = Field(None, description="CASA include range `[lo, hi]` (data unit).")
     excludepix: list[float] | float | None = Field(None, description="CASA exclude range `[lo, hi]` (data unit).")
-    rest_freq_hz: float | None = Field(None, description="Rest frequency (Hz): frequency axes give km/s.")
+    rest_freq_hz: float | None = Field(None, description="Rest frequency (Hz); wins over the header's RESTFRQ.")
+    velocity_convention: str | None = Field(
+        None, description="`radio` (default), `optical` or `relativistic`: velocity from frequency/wavelength.")
     save: bool = Field(False, description="Also write the map as FITS into the output directory.")
 
 
@@ -103,7 +106,7 @@ class Moment(Operation):
         if include is not None and exclude is not None:
             raise InvalidRequest("Give includepix or excludepix, not both (CASA rule).")
         params = moments.MomentParams(order, convention, c0, c1, threshold if convention == "reference" else None,
-                                      include, exclude, body.rest_freq_hz)
+                                      include, exclude, **velocity_options(body))
         comp = check_compression(body.compression)
         resident = call.resident(dataset)
         output_dir = call.runtime.settings.output_dir

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from app.compute.capabilities import Capability
+from app.io.spectral import velocity_options
 from app.operations.base import Call, Operation, Plan, Route
 from app.operations.models import DatasetRequest, EncodedArray, example
 from app.services import pv
@@ -18,6 +19,9 @@ class PvRequest(DatasetRequest):
     vertices: list[list[float]] | None = Field(None, description="Path vertices `[x, y]` (0-based pixels).")
     points_ra_dec: list[list[float]] | None = Field(None, description="Path vertices `[ra, dec]` (degrees).")
     width_pixels: int = Field(1, ge=1, le=1001, description="Width across the path averaged per sample (pixels).")
+    rest_freq_hz: float | None = Field(None, description="Rest frequency (Hz); wins over the header's RESTFRQ.")
+    velocity_convention: str | None = Field(
+        None, description="`radio` (default), `optical` or `relativistic`: velocity from frequency/wavelength.")
 
 
 class PvResponse(EncodedArray):
@@ -54,8 +58,10 @@ class PositionVelocity(Operation):
         dataset = call.dataset(body.dataset_id)
         comp = check_compression(body.compression)
         vertices = pv.path_vertices(dataset, vertices=body.vertices, points_ra_dec=body.points_ra_dec)
-        params = {"vertices": vertices.round(9).tolist(), "width": body.width_pixels, "compression": comp}
+        velocity = velocity_options(body)
+        params = {"vertices": vertices.round(9).tolist(), "width": body.width_pixels, "compression": comp,
+                  **velocity}
         resident = call.resident(dataset)
         return Plan([dataset], params, job=lambda ctx: pv.pv_diagram(
             ctx, dataset, vertices_px=vertices, width_pixels=body.width_pixels, compression=comp,
-            resident=resident(ctx)))
+            resident=resident(ctx), **velocity))

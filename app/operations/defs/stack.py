@@ -7,6 +7,7 @@ from pydantic import Field
 
 from app.compute.capabilities import Capability
 from app.errors import InvalidRequest
+from app.io.spectral import velocity_options
 from app.operations.base import Call, Operation, Plan, Route
 from app.operations.defs._frames import frames_response
 from app.operations.defs._register import output_still_open, register_output
@@ -23,6 +24,9 @@ class StackRequest(ApiRequest):
     weight_by: str = Field("uniform", description="`uniform`, `rms` (1/σ², σ = 1.4826·MAD) or `peak`.")
     weights: list[float] = Field(default_factory=list, description="Explicit weights (override `weight_by`).")
     mode: str = Field("spectrum", description="`spectrum` (one combined spectrum) or `cube` (voxel stack).")
+    rest_freq_hz: float | None = Field(None, description="Rest frequency (Hz); wins over the header's RESTFRQ.")
+    velocity_convention: str | None = Field(
+        None, description="`radio` (default), `optical` or `relativistic`: velocity from frequency/wavelength.")
     compression: str | None = Field(None, description="Ignored (stacked spectra are never compressed).")
 
 
@@ -60,11 +64,12 @@ class Stack(Operation):
     def plan(self, call: Call, body: StackRequest) -> Plan:
         datasets = [call.dataset(ds) for ds in body.dataset_ids]
         stacking.validate(datasets, method=body.method, weight_by=body.weight_by, weights=body.weights)
-        params = body.model_dump(include={"method", "weight_by", "weights", "mode"})
+        velocity = velocity_options(body)
+        params = {**body.model_dump(include={"method", "weight_by", "weights", "mode"}), **velocity}
         weights = body.weights or None
         if body.mode == "spectrum":
             return Plan(datasets, params, job=lambda ctx: stacking.stack_spectra(
-                ctx, datasets, method=body.method, weight_by=body.weight_by, weights=weights))
+                ctx, datasets, method=body.method, weight_by=body.weight_by, weights=weights, **velocity))
         if body.mode != "cube":
             raise InvalidRequest("mode must be 'spectrum' or 'cube'.")
         session_id = datasets[0].session_id

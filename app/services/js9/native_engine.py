@@ -39,6 +39,7 @@ from app.compute.dispatch import JobContext
 from app.errors import InvalidRequest
 from app.services.budget import check_budget
 from app.services.js9 import params as prm
+from app.services.js9.contour_levels import LEVEL_SCALES, log_levels
 from app.services.js9.errors import Js9BadRequest, Js9TaskFailed
 from app.services.js9.images import ImageView, parse_chans, single_plane
 from app.services.js9.regions import Region
@@ -381,21 +382,28 @@ def contours_of_plane(ctx: JobContext, view: ImageView, region: Region | None, p
                       image: np.ndarray) -> dict[str, Any]:
     """The ``imview`` result for a ``(y, x)`` plane already read (by us or by CASA)."""
     n_levels = prm.get_int(params, "n_levels", 10, 1, 100)
-    sigma = prm.get_float(params, "smoothing_sigma", 1.0, 0.0, 100.0)
+    smoothing = prm.get_float(params, "smoothing_sigma", 1.0, 0.0, 100.0)
     explicit = prm.get_levels(params)
     ny, nx = image.shape
     kern = ctx.kernels("contours")
-    smoothed = kern.smooth_image(_to_device(ctx, image), sigma=sigma)
+    smoothed = kern.smooth_image(_to_device(ctx, image), sigma=smoothing)
     sel = select(view, region, range(plane, plane + 1))
     work = smoothed[sel.ys, sel.xs]
     if sel.mask is not None:
         work = work.copy()
         work[~_to_device(ctx, sel.mask)] = np.nan
-    if explicit is not None:
-        levels = explicit
-    else:
-        levels = [float(v) for v in to_host(kern.contour_levels(work, n_levels=n_levels))]
     host = to_host(work)
+    scale = prm.get_choice(params, "level_scale", "log", LEVEL_SCALES)
+    noise_multiple = prm.get_float(params, "noise_multiple", 3.0, 1e-3, 1e6)
+    sigma = None
+    if explicit is not None:
+        levels, scale = explicit, "explicit"
+    else:
+        chosen = log_levels(host, n_levels=n_levels, noise_multiple=noise_multiple) if scale == "log" else None
+        if chosen is not None:
+            levels, sigma = chosen
+        else:
+            levels, scale = [float(v) for v in to_host(kern.contour_levels(work, n_levels=n_levels))], "linear"
     finite = host[np.isfinite(host)]
     data_range = {"min": float(finite.min()), "max": float(finite.max())} if finite.size else {"min": None, "max": None}
     traced = kern.trace_contours(work, levels=levels) if levels else []
@@ -410,7 +418,8 @@ def contours_of_plane(ctx: JobContext, view: ImageView, region: Region | None, p
         paths.append({"level": float(level), "paths": entry})
     return {
         "contour_levels": [float(v) for v in levels], "contour_paths": paths, "image_shape": [ny, nx],
-        "data_range": data_range, "smoothing_sigma": sigma, "plane": plane, "pixel_origin": 1,
+        "data_range": data_range, "smoothing_sigma": smoothing, "plane": plane, "pixel_origin": 1,
+        "level_scale": scale, "noise_sigma": sigma, "noise_multiple": noise_multiple if sigma is not None else None,
         "region": _region_info(region),
         "contour_tracing": "cpu (scikit-image marching squares)" if ctx.on_gpu else "cpu",
     }

@@ -9,6 +9,13 @@
  * this tab only, and removed from the address bar. Without it the page asks for it (the server
  * prints it at start and writes it to ~/.visivo_token). Every API call sends X-Visivo-Token.
  * Optional fragment key: file=<path> loads that file at start.
+ *
+ * Viewer defaults (issue 11): contour levels come from the server's imview default (logarithmic from
+ * 3·σ, σ = 1.4826·MAD, to the peak; see app/services/js9/contour_levels.py); contours are drawn as
+ * white lines of width 2 over a black outline of width 4, visible on every colormap. A cube opens
+ * on its brightest channel (the channel of the peak voxel, from imstat's maxpos) with a channel
+ * slider; tasks other than specflux run on the displayed channel. Results are cleared whenever the
+ * displayed image (file or channel) changes.
  */
 (function () {
   "use strict";
@@ -17,9 +24,14 @@
   const TOKEN_KEY = "visivo-token";
   const CONTOUR_LAYER = "casa-contours";
   const FIT_LAYER = "casa-fit";
+  const CONTOUR_COLOR = "#ffffff";
+  const CONTOUR_WIDTH = 2;
+  const OUTLINE_COLOR = "#000000";
+  const OUTLINE_WIDTH = 4;
   const $id = (id) => document.getElementById(id);
 
-  const state = {token: null, dir: "", imagePath: null, js9Ready: false, pendingFile: null, lastResult: null};
+  const state = {token: null, dir: "", imagePath: null, js9Ready: false, pendingFile: null, lastResult: null,
+                 depth: 1, channel: null};
   window.visivoJs9 = state; // for tests and debugging
 
   // -- token --------------------------------------------------------------------------------
@@ -116,9 +128,58 @@
         state.imagePath = path;
         const info = JS9.GetImageData(false) || {};
         setText("image-state", `${name}: ${info.width || "?"} × ${info.height || "?"} pixels`);
-        clearLayers();
-        document.body.dataset.imageLoaded = "true";
+        clearResults();
+        setupChannels(im).catch((e) => setText("image-state", e.message, true)).finally(() => {
+          document.body.dataset.imageLoaded = "true";
+        });
       },
+    });
+  }
+
+  // -- cube channels --------------------------------------------------------------------------
+  function cubeDepth(im) {
+    const header = (im && im.raw && im.raw.header) || {};
+    return header.NAXIS >= 3 && header.NAXIS3 > 1 ? header.NAXIS3 : 1;
+  }
+
+  async function brightestChannel() {
+    // imstat over the whole cube: maxpos is CASA's 0-based position of the peak voxel over all FITS axes
+    const response = await api(`${API}/analysis`, {
+      method: "POST", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({task: "imstat", image_path: state.imagePath, parameters: {}}),
+    });
+    const answer = await response.json();
+    const maxpos = answer.success && answer.result.DATA ? answer.result.DATA.maxpos : null;
+    return maxpos && maxpos.length > 2 ? maxpos[2] : 0;
+  }
+
+  async function setupChannels(im) {
+    state.depth = cubeDepth(im);
+    state.channel = null;
+    delete document.body.dataset.channel;
+    $id("channel-panel").hidden = state.depth <= 1;
+    if (state.depth <= 1) {
+      return;
+    }
+    const slider = $id("channel-slider");
+    slider.min = "0";
+    slider.max = String(state.depth - 1);
+    await showChannel(await brightestChannel());
+  }
+
+  function showChannel(channel) {
+    const im = JS9.GetImage();
+    const n = Math.max(0, Math.min(state.depth - 1, Number(channel) || 0));
+    return new Promise((resolve) => {
+      // JS9 image sections are 1-based along FITS axis 3; displaySlice() refuses 4-D files, a section does not
+      im.displaySection({slice: `*:*:${n + 1}`}, () => {
+        state.channel = n;
+        $id("channel-slider").value = String(n);
+        $id("channel-label").textContent = `channel ${n} of 0–${state.depth - 1}`;
+        clearResults();
+        document.body.dataset.channel = String(n);
+        resolve(n);
+      });
     });
   }
 
@@ -166,6 +227,7 @@
       params.n_components = Number($id("imfit-ncomp").value || 1);
     } else if (task === "imview") {
       params.n_levels = Number($id("imview-levels").value || 10);
+      params.level_scale = $id("imview-scale").value;
       params.smoothing_sigma = Number($id("imview-sigma").value || 0);
       const explicit = $id("imview-explicit").value.split(/[\s,]+/).filter((v) => v !== "").map(Number);
       if (explicit.length) { params.levels = explicit; }
@@ -185,6 +247,9 @@
       return;
     }
     const body = {task: task, image_path: state.imagePath, parameters: taskParameters(task)};
+    if (state.channel !== null && task !== "specflux") {
+      body.parameters.chans = String(state.channel);  // the displayed channel (0-based, CASA syntax)
+    }
     const region = toApiRegion(currentRegion());
     if (region) {
       body.region = region;
@@ -295,23 +360,36 @@
     }
   }
 
+  function clearResults() {
+    // a result belongs to the image (and channel) it was computed on: drop it when the display changes
+    clearLayers();
+    state.lastResult = null;
+    $id("result-summary").innerHTML = "";
+    $id("result-json").textContent = "";
+    setText("run-state", "");
+    delete document.body.dataset.runState;
+    delete document.body.dataset.contours;
+  }
+
   function drawContours(result) {
-    if (!ensureLayer(CONTOUR_LAYER, "#00e5ff")) { return; }
+    if (!ensureLayer(CONTOUR_LAYER, CONTOUR_COLOR)) { return; }
     JS9.RemoveShapes(CONTOUR_LAYER, "all");
-    const shapes = [];
+    const outlines = [];
+    const lines = [];
     for (const level of result.contour_paths) {
       for (const path of level.paths) {
         const pts = path.x.map((x, i) => ({x: x, y: path.y[i]}));
         if (pts.length < 2) { continue; }
-        shapes.push(path.closed && pts.length > 3
-          ? {shape: "polygon", pts: pts.slice(0, -1), color: "#00e5ff", strokeWidth: 1}
-          : {shape: "line", pts: pts, color: "#00e5ff", strokeWidth: 1});
+        const base = path.closed && pts.length > 3 ? {shape: "polygon", pts: pts.slice(0, -1)} : {shape: "line", pts: pts};
+        // a dark outline under a white line: visible on dark and on bright colormap entries alike
+        outlines.push(Object.assign({}, base, {color: OUTLINE_COLOR, strokeWidth: OUTLINE_WIDTH, tags: "outline"}));
+        lines.push(Object.assign({}, base, {color: CONTOUR_COLOR, strokeWidth: CONTOUR_WIDTH, tags: "contour"}));
       }
     }
-    if (shapes.length) {
-      JS9.AddShapes(CONTOUR_LAYER, shapes);
+    if (lines.length) {
+      JS9.AddShapes(CONTOUR_LAYER, outlines.concat(lines));
     }
-    document.body.dataset.contours = String(shapes.length);
+    document.body.dataset.contours = String(lines.length);
   }
 
   function drawFit(components) {
@@ -364,6 +442,9 @@
     $id("clear-regions").addEventListener("click", () => { JS9.RemoveRegions("all"); describeRegion(); });
     $id("task-select").addEventListener("change", showParams);
     $id("run-button").addEventListener("click", runTask);
+    $id("channel-slider").addEventListener("change", (event) => {
+      showChannel(event.target.value).catch((e) => setText("image-state", e.message, true));
+    });
     showParams();
     if (window.JS9 && JS9.Regions) {
       JS9.Regions.opts.onchange = describeRegion;
