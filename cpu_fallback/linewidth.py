@@ -65,8 +65,8 @@ of the peak beyond), so the result is the whole-spectrum least-squares fit to fa
 than its statistical error (on NGC 5921 within 1.2e-4 of ``scipy.optimize.curve_fit``
 over the whole spectrum), at the cost of a few dozen channels per pixel.
 
-Modules: this driver, :mod:`cpu_fallback.linewidth_scan` (whole-spectrum pass, robust noise),
-:mod:`cpu_fallback.linewidth_windows` (fit windows, LM sums), :mod:`cpu_fallback.linewidth_lm`
+Modules: this driver, :mod:`cpu_fallback._linewidth_scan` (whole-spectrum pass, robust noise),
+:mod:`cpu_fallback._linewidth_windows` (fit windows, LM sums), :mod:`cpu_fallback._linewidth_lm`
 (LM steps); the axis, the constants and the acceptance rule are in :mod:`kernel_common.linefit`.
 
 Vectorisation: batches of ``2**16`` pixels. The whole-spectrum statistics run channel-major
@@ -85,8 +85,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cpu_fallback.linewidth_lm import _fit_batch
-from cpu_fallback.linewidth_scan import _scan, _Scratch
+from cpu_fallback._linewidth_lm import _fit_batch
+from cpu_fallback._linewidth_scan import _scan, _Scratch
 from kernel_common.constants import FWHM_PER_SIGMA as FWHM_PER_SIGMA
 from kernel_common.constants import MAD_TO_SIGMA as MAD_TO_SIGMA
 from kernel_common.linefit import SpectralAxis

@@ -70,7 +70,7 @@ from collections.abc import Iterable
 import numpy as np
 from numpy.typing import NDArray
 
-from cpu_fallback.moments_layout import (
+from cpu_fallback._moments_layout import (
     _COND,
     _ChunkViews,
     _Plan,

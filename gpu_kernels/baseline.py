@@ -16,7 +16,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.compute.contract import Case, Tolerance
 from kernel_common.baseline_model import check_args, fit_columns, subtract_columns
+
+#: Agreement with the CPU reference (GPU parity tests, start-up self-test).
+PARITY = Tolerance(rtol=1e-6, atol=1e-6)
+#: Start-up self-test calls, on the inputs of :func:`app.compute.selftest.selftest_inputs`.
+SELFTEST = (
+    Case("subtract_baseline", ("cube", "line_free"), {"order": 1}),
+    Case("fit_baseline", ("cube", "line_free"), {"order": 2}),
+    Case("subtract_baseline", ("cube", "line_free"), {"method": "median"}),
+)
 
 _Array = Any
 _BLOCK_ELEMENTS = 1 << 25

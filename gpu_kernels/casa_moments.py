@@ -19,9 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from app.compute.contract import Case, Tolerance
 from kernel_common.moment_plans import plan_casa
 from kernel_common.rawcache import check_float32_cube, raw_kernel
 from kernel_common.views import to_host
+
+#: Agreement with the CPU reference (GPU parity tests, start-up self-test).
+PARITY = Tolerance(rtol=2e-5, atol=1e-6)
+#: Start-up self-test calls, on the inputs of :func:`app.compute.selftest.selftest_inputs`.
+SELFTEST = (Case("casa_moment_maps", ("cube", "v", "w"), {"moments": (-1, 0, 1, 2, 5, 6, 7, 8, 9, 10, 11)}),)
 
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
 _Array = Any

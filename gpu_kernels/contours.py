@@ -17,6 +17,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from app.compute.contract import Case, Tolerance
+
+#: Agreement with the CPU reference (GPU parity tests, start-up self-test).
+PARITY = Tolerance(rtol=1e-9, atol=1e-12)
+#: Start-up self-test calls, on the inputs of :func:`app.compute.selftest.selftest_inputs`.
+SELFTEST = (
+    Case("smooth_image", ("plane",), {"sigma": 1.5}),
+    Case("contour_levels", ("mean_plane",), {"n_levels": 4}),
+    Case("trace_contours", ("mean_plane",), {"levels": [0.3, 0.6]}),
+)
+
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
 _Array = Any
 

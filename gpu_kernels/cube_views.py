@@ -9,8 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.compute.contract import Case, Tolerance
 from kernel_common.views import check_step
 from kernel_common.views import finite_range as _finite_range
+
+#: Agreement with the CPU reference (GPU parity tests, start-up self-test).
+PARITY = Tolerance(rtol=0.0)
+#: Start-up self-test calls, on the inputs of :func:`app.compute.selftest.selftest_inputs`.
+SELFTEST = (Case("finite_range", ("cube",)), Case("strided_preview", ("cube",), {"step": 2}))
 
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
 _Array = Any

@@ -13,7 +13,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.compute.contract import Case, Tolerance
 from kernel_common import gauss2d
+
+#: Agreement with the CPU reference (GPU parity tests, start-up self-test).
+PARITY = Tolerance(rtol=1e-6, atol=1e-9)
+#: Start parameters of the self-test fit (two Gaussians on the self-test plane).
+FIT_START = (2.0, 9.0, 10.0, 2.0, 3.0, 0.1, 0.8, 34.0, 15.0, 1.5, 2.0, 0.0)
+#: Start-up self-test calls, on the inputs of :func:`app.compute.selftest.selftest_inputs`.
+SELFTEST = (
+    Case("estimate_gaussians", ("plane",), {"n_components": 2}),
+    Case("fit_gaussians", ("planes",), {"p0": FIT_START, "n_components": 2, "max_iter": 50}, view="fit_result"),
+)
 
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
 _Array = Any

@@ -29,6 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from app.compute.contract import Case, Tolerance
+
+#: Agreement with the CPU reference (GPU parity tests, start-up self-test).
+PARITY = Tolerance(rtol=0.0, atol=1e-5)
+#: Start-up self-test calls, on the inputs of :func:`app.compute.selftest.selftest_inputs`.
+SELFTEST = (Case("isosurface_mesh", ("filled_cube",), {"level": 0.5}, view="sorted_vertices"),)
+
 _Array = Any
 _THREADS = 256
 _EPS = float(np.spacing(1.0))  # scikit-image's FLT_EPSILON

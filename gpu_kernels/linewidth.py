@@ -22,11 +22,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.compute.contract import Case, Tolerance
 from kernel_common.constants import FWHM_PER_SIGMA as FWHM_PER_SIGMA
 from kernel_common.constants import MAD_TO_SIGMA
 from kernel_common.linefit import SpectralAxis, check_columns, fit_defines, significant
 from kernel_common.rawcache import raw_kernel
 from kernel_common.robust import row_median_mad
+
+#: Agreement with the CPU reference (GPU parity tests, start-up self-test).
+PARITY = Tolerance(rtol=1e-5)
+#: Start-up self-test calls, on the inputs of :func:`app.compute.selftest.selftest_inputs`.
+SELFTEST = (
+    Case("gaussian_linewidth", ("cube", "v", "w"), {"snr_cut": 3.0}),
+    Case("equivalent_width", ("cube", "w"), {"snr_cut": 3.0, "threshold": 0.1}),
+)
 
 _Array = Any
 

@@ -13,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from app.compute.contract import Case, Tolerance
 from kernel_common.rawcache import raw_kernel
+
+#: Agreement with the CPU reference (GPU parity tests, start-up self-test).
+PARITY = Tolerance(rtol=1e-6, atol=1e-7)
+#: Start-up self-test calls, on the inputs of :func:`app.compute.selftest.selftest_inputs`.
+SELFTEST = (Case("pv_box_sample", ("cube", "path_x", "path_y", "normal_x", "normal_y"), {"width_pixels": 3}),)
 
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
 _Array = Any

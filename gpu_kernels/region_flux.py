@@ -8,6 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.compute.contract import Case, Tolerance
+
+#: Agreement with the CPU reference (GPU parity tests, start-up self-test).
+PARITY = Tolerance(rtol=1e-9, atol=1e-12)
+#: Start-up self-test calls, on the inputs of :func:`app.compute.selftest.selftest_inputs`.
+SELFTEST = (Case("channel_sums", ("cube",)),)
+
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
 _Array = Any
 

@@ -13,8 +13,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from app.compute.contract import Case, Tolerance
 from kernel_common.constants import MAD_TO_SIGMA
 from kernel_common.robust import row_median, row_median_mad
+
+#: Agreement with the CPU reference (GPU parity tests, start-up self-test).
+PARITY = Tolerance(rtol=1e-6)
+#: Start-up self-test calls, on the inputs of :func:`app.compute.selftest.selftest_inputs`.
+SELFTEST = (
+    Case("mean_spectrum_partial", ("cube",)),
+    Case("combine_spectra", ("spectra",), {"method": "median"}),
+    Case("stack_weights", ("spectra", "spectra_peaks"), {"weight_by": "rms"}),
+    Case("stack_cubes", ("cube_pair",), {"method": "mean"}),
+)
 
 _Array = Any
 _METHODS = ("mean", "median", "weighted_mean")

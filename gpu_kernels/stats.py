@@ -16,7 +16,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from app.compute.contract import Case, Tolerance
 from kernel_common.imstat import combine_scalars, scalar_stats
+
+#: Agreement with the CPU reference (GPU parity tests, start-up self-test).
+PARITY = Tolerance(rtol=1e-9)
+#: Start-up self-test calls, on the inputs of :func:`app.compute.selftest.selftest_inputs`.
+SELFTEST = (Case("region_stats", ("cube",)),)
 
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
 _Array = Any

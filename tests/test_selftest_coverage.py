@@ -10,7 +10,7 @@ import pytest
 
 from app.compute import selftest
 from app.compute.contract import KERNEL_MODULES
-from app.compute.selftest import compare, run_case, selftest_cases, tiny_cube
+from app.compute.selftest import compare, run_case, selftest_cases, selftest_inputs, tiny_cube
 from cpu_fallback import cube_views, noise, region_flux
 
 
@@ -41,13 +41,18 @@ def test_cases_run_and_pass_cpu_vs_cpu() -> None:
 
 
 def test_cases_agree_with_known_values(cases: dict) -> None:
-    cube, _, _ = tiny_cube()
+    cube, v, w = tiny_cube()
+    inputs = selftest_inputs(cube, v, w)
+
+    def args(module: str) -> list:
+        return [inputs[name] for name in cases[module][0].args]
+
     finite = cube[np.isfinite(cube)]
-    assert cube_views.finite_range(*cases["cube_views"][0].args) == (float(finite.min()), float(finite.max()))
-    flux = region_flux.channel_sums(*cases["region_flux"][0].args)
+    assert cube_views.finite_range(*args("cube_views")) == (float(finite.min()), float(finite.max()))
+    flux = region_flux.channel_sums(*args("region_flux"))
     np.testing.assert_allclose(np.asarray(flux[0], dtype=np.float64), np.nansum(cube, axis=(1, 2), dtype=np.float64),
                                rtol=1e-12)
-    med, mad = noise.channel_mad(*cases["noise"][0].args)
+    med, mad = noise.channel_mad(*args("noise"))
     for z in (0, 3, 23):
         plane = cube[z][np.isfinite(cube[z])].astype(np.float64)
         assert med[z] == np.median(plane) and mad[z] == np.median(np.abs(plane - np.median(plane)))

@@ -1,8 +1,14 @@
 """The neutral kernel contract shared by ``cpu_fallback`` and ``gpu_kernels``.
 
 Kernels import this module and nothing else from :mod:`app`. It holds only plain
-data: dtype policy, tolerances and the list of kernel modules whose public
-functions must match between the two trees (checked by ``tests/test_kernel_contract.py``).
+data: the dtype policy, the :class:`Tolerance` and :class:`Case` types, and the kernel
+modules whose public functions must match between the two trees (checked by
+``tests/test_kernel_contract.py``).
+
+Kernel modules describe themselves: every ``gpu_kernels/<module>.py`` declares its parity
+tolerance against the CPU reference (``PARITY = Tolerance(...)``) and its start-up self-test
+calls (``SELFTEST = (Case(...), ...)``). So a new kernel module is its two files — nothing here
+or in :mod:`app.compute.selftest` lists it.
 
 Rules (see the engineering guide):
 
@@ -16,27 +22,18 @@ Rules (see the engineering guide):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
 
 #: dtype every kernel receives for cube data (native byte order, C-contiguous).
 CUBE_DTYPE = "float32"
 
-#: Kernel modules that must exist, with identical public signatures, in both trees.
-KERNEL_MODULES: tuple[str, ...] = (
-    "cube_views",
-    "moments",
-    "casa_moments",
-    "noise",
-    "pv",
-    "linewidth",
-    "baseline",
-    "stacking",
-    "isosurface",
-    "stats",
-    "fit2d",
-    "contours",
-    "region_flux",
-)
+_TREE = Path(__file__).resolve().parents[2] / "cpu_fallback"
+
+#: Kernel modules that must exist, with identical public signatures, in both trees: every public
+#: module of ``cpu_fallback`` (found on disk, so no list to keep).
+KERNEL_MODULES: tuple[str, ...] = tuple(sorted(p.stem for p in _TREE.glob("*.py") if not p.stem.startswith("_")))
 
 
 @dataclass(frozen=True)
@@ -47,19 +44,35 @@ class Tolerance:
     atol: float = 0.0
 
 
-#: Tolerances used by GPU parity tests, per kernel module.
-PARITY_TOLERANCE: dict[str, Tolerance] = {
-    "cube_views": Tolerance(rtol=0.0),
-    "moments": Tolerance(rtol=2e-5, atol=1e-6),
-    "casa_moments": Tolerance(rtol=2e-5, atol=1e-6),
-    "noise": Tolerance(rtol=1e-6),
-    "pv": Tolerance(rtol=1e-6, atol=1e-7),
-    "linewidth": Tolerance(rtol=1e-5),
-    "baseline": Tolerance(rtol=1e-6, atol=1e-6),
-    "stacking": Tolerance(rtol=1e-6),
-    "isosurface": Tolerance(rtol=0.0, atol=1e-5),
-    "stats": Tolerance(rtol=1e-9),
-    "fit2d": Tolerance(rtol=1e-6, atol=1e-9),
-    "contours": Tolerance(rtol=1e-9, atol=1e-12),
-    "region_flux": Tolerance(rtol=1e-9, atol=1e-12),
-}
+@dataclass(frozen=True)
+class Case:
+    """One self-test call, ``module.function(*inputs[args], **kwargs)``, made in both trees.
+
+    ``args`` name arrays of the self-test inputs (:func:`app.compute.selftest.selftest_inputs`:
+    ``cube``, ``v``, ``w``, ``plane`` ...); ``view`` names a projection of both results that must
+    agree (``sorted_vertices``, ``fit_result``), ``None`` to compare the results themselves.
+    """
+
+    function: str
+    args: tuple[str, ...] = ()
+    kwargs: dict = field(default_factory=dict)
+    view: str | None = None
+
+
+def parity_tolerance(module: str) -> Tolerance:
+    """``PARITY`` of ``gpu_kernels.<module>`` (the module imports without CUDA)."""
+    return importlib.import_module(f"gpu_kernels.{module}").PARITY
+
+
+def selftest_calls(module: str) -> tuple[Case, ...]:
+    """``SELFTEST`` of ``gpu_kernels.<module>``."""
+    return importlib.import_module(f"gpu_kernels.{module}").SELFTEST
+
+
+def __getattr__(name: str) -> dict[str, Tolerance]:
+    """``PARITY_TOLERANCE``: ``{module: Tolerance}`` gathered from the GPU kernel modules on first use."""
+    if name == "PARITY_TOLERANCE":
+        table = {module: parity_tolerance(module) for module in KERNEL_MODULES}
+        globals()["PARITY_TOLERANCE"] = table
+        return table
+    raise AttributeError(name)

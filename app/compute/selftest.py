@@ -2,7 +2,8 @@
 
 Run by :func:`app.compute.backend.select_backend` on each device before the GPU backend is
 accepted. A tiny deterministic cube with NaNs exercises every kernel module of the contract
-(``KERNEL_MODULES``; ``tests/test_selftest_coverage.py`` fails when one lacks a case); any
+(``KERNEL_MODULES``; each declares its calls as ``SELFTEST`` in ``gpu_kernels/<module>.py``, and
+``tests/test_selftest_coverage.py`` fails when one declares none); any
 mismatch beyond the module's parity tolerance (or any exception) rejects the GPU.
 
 A case is one call of a public kernel function with the same arguments in both trees. Arrays
@@ -17,22 +18,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from app.compute.contract import KERNEL_MODULES, PARITY_TOLERANCE
-
-
-@dataclass(frozen=True)
-class Case:
-    """One self-test call: ``module.function(*args, **kwargs)`` in both trees."""
-
-    function: str
-    args: tuple = ()
-    kwargs: dict = field(default_factory=dict)
-    view: Callable[[Any], Any] | None = None
+from app.compute.contract import KERNEL_MODULES, PARITY_TOLERANCE, Case, selftest_calls
 
 
 def tiny_cube(seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -68,51 +58,31 @@ def _fit_result(result: Any) -> dict:
     return {key: result[key] for key in ("params", "errors", "chi2", "converged")}
 
 
-def selftest_cases(cube: np.ndarray, v: np.ndarray, w: np.ndarray) -> dict[str, list[Case]]:
-    """The self-test cases of every kernel module, on the cube of :func:`tiny_cube`."""
+def selftest_inputs(cube: np.ndarray, v: np.ndarray, w: np.ndarray) -> dict[str, Any]:
+    """The named arrays self-test cases (``Case.args``) draw from, built from :func:`tiny_cube`."""
     ns = 6
-    sx, sy = np.linspace(1.0, 9.0, ns), np.linspace(2.0, 6.5, ns)
-    nx_, ny_ = np.full(ns, -0.49), np.full(ns, 0.87)
     spectra = np.nanmean(cube, axis=2).T.astype(np.float64)  # (9, 24): one spectrum per row
     spectra[2, 5] = np.nan
     plane = _plane()
-    p0 = np.array([2.0, 9.0, 10.0, 2.0, 3.0, 0.1, 0.8, 34.0, 15.0, 1.5, 2.0, 0.0])
-    line_free = np.r_[0:5, 19:24]
-    smooth = np.nan_to_num(cube, nan=0.0).mean(axis=0, dtype=np.float64)
     return {
-        "cube_views": [Case("finite_range", (cube,)), Case("strided_preview", (cube,), {"step": 2})],
-        "noise": [Case("channel_mad", (cube,))],
-        "pv": [Case("pv_box_sample", (cube, sx, sy, nx_, ny_), {"width_pixels": 3})],
-        "moments": [Case("moment_maps", (cube, v, w), {"orders": (0, 1, 2, 3, 4, 5, 6, 8, 10), "threshold": 0.1})],
-        "casa_moments": [Case("casa_moment_maps", (cube, v, w), {"moments": (-1, 0, 1, 2, 5, 6, 7, 8, 9, 10, 11)})],
-        "stats": [Case("region_stats", (cube,))],
-        "region_flux": [Case("channel_sums", (cube,))],
-        "linewidth": [
-            Case("gaussian_linewidth", (cube, v, w), {"snr_cut": 3.0}),
-            Case("equivalent_width", (cube, w), {"snr_cut": 3.0, "threshold": 0.1}),
-        ],
-        "baseline": [
-            Case("subtract_baseline", (cube, line_free), {"order": 1}),
-            Case("fit_baseline", (cube, line_free), {"order": 2}),
-            Case("subtract_baseline", (cube, line_free), {"method": "median"}),
-        ],
-        "stacking": [
-            Case("mean_spectrum_partial", (cube,)),
-            Case("combine_spectra", (spectra,), {"method": "median"}),
-            Case("stack_weights", (spectra, np.nanmax(spectra, axis=1)), {"weight_by": "rms"}),
-            Case("stack_cubes", ([cube, cube[::-1].copy()],), {"method": "mean"}),
-        ],
-        "isosurface": [Case("isosurface_mesh", (np.nan_to_num(cube, nan=0.0),), {"level": 0.5}, _sorted_vertices)],
-        "fit2d": [
-            Case("estimate_gaussians", (plane,), {"n_components": 2}),
-            Case("fit_gaussians", (plane[None],), {"p0": p0, "n_components": 2, "max_iter": 50}, _fit_result),
-        ],
-        "contours": [
-            Case("smooth_image", (plane,), {"sigma": 1.5}),
-            Case("contour_levels", (smooth,), {"n_levels": 4}),
-            Case("trace_contours", (smooth,), {"levels": [0.3, 0.6]}),
-        ],
+        "cube": cube, "v": v, "w": w,
+        "path_x": np.linspace(1.0, 9.0, ns), "path_y": np.linspace(2.0, 6.5, ns),
+        "normal_x": np.full(ns, -0.49), "normal_y": np.full(ns, 0.87),
+        "spectra": spectra, "spectra_peaks": np.nanmax(spectra, axis=1),
+        "line_free": np.r_[0:5, 19:24],
+        "filled_cube": np.nan_to_num(cube, nan=0.0), "cube_pair": [cube, cube[::-1].copy()],
+        "plane": plane, "planes": plane[None],
+        "mean_plane": np.nan_to_num(cube, nan=0.0).mean(axis=0, dtype=np.float64),
     }
+
+
+#: Projections of results that must agree, by the name a case gives (``Case.view``).
+VIEWS: dict[str, Callable[[Any], Any]] = {"sorted_vertices": _sorted_vertices, "fit_result": _fit_result}
+
+
+def selftest_cases(cube: np.ndarray, v: np.ndarray, w: np.ndarray) -> dict[str, list[Case]]:
+    """Every kernel module's declared self-test calls (``gpu_kernels.<module>.SELFTEST``)."""
+    return {module: list(selftest_calls(module)) for module in KERNEL_MODULES if selftest_calls(module)}
 
 
 def selftest_modules() -> set[str]:
@@ -149,7 +119,8 @@ def compare(module: str, cpu_result: Any, gpu_result: Any) -> None:
         np.testing.assert_allclose(b, a, rtol=tol.rtol, atol=tol.atol, equal_nan=True, err_msg=module)
 
 
-def run_case(module: str, case: Case, reference: Any, candidate: Any, to_device: Callable[[Any], Any]) -> None:
+def run_case(module: str, case: Case, reference: Any, candidate: Any, to_device: Callable[[Any], Any],
+             inputs: dict[str, Any] | None = None) -> None:
     """Run ``case`` on the ``reference`` and ``candidate`` kernel modules and :func:`compare` them.
 
     ``to_device`` moves an argument array of 2+ dimensions to the candidate's device (identity
@@ -163,20 +134,24 @@ def run_case(module: str, case: Case, reference: Any, candidate: Any, to_device:
             return [move(x) for x in a]
         return a
 
-    ref = getattr(reference, case.function)(*case.args, **case.kwargs)
-    got = getattr(candidate, case.function)(*(move(a) for a in case.args), **case.kwargs)
+    named = inputs if inputs is not None else selftest_inputs(*tiny_cube())
+    args = [named[name] for name in case.args]
+    ref = getattr(reference, case.function)(*args, **case.kwargs)
+    got = getattr(candidate, case.function)(*(move(a) for a in args), **case.kwargs)
     if case.view is not None:
-        ref, got = case.view(_host(ref)), case.view(_host(got))
+        view = VIEWS[case.view]
+        ref, got = view(_host(ref)), view(_host(got))
     compare(module, ref, got)
 
 
 def run_cpu_selftest() -> None:
     """Every case on the CPU tree against itself: the cases are valid calls (used by the tests)."""
     cube, v, w = tiny_cube()
+    inputs = selftest_inputs(cube, v, w)
     for module, cases in selftest_cases(cube, v, w).items():
         cpu = importlib.import_module(f"cpu_fallback.{module}")
         for case in cases:
-            run_case(module, case, cpu, cpu, lambda a: a.copy())
+            run_case(module, case, cpu, cpu, lambda a: a.copy(), inputs)
 
 
 def run_gpu_selftest(devices: list[Any], to_device: Callable[[Any], Any] | None = None) -> None:
@@ -185,6 +160,7 @@ def run_gpu_selftest(devices: list[Any], to_device: Callable[[Any], Any] | None 
 
     move = to_device or cupy.asarray
     cube, v, w = tiny_cube()
+    inputs = selftest_inputs(cube, v, w)
     for device in devices:
         with cupy.cuda.Device(device.index):
             for module, cases in selftest_cases(cube, v, w).items():
@@ -193,4 +169,4 @@ def run_gpu_selftest(devices: list[Any], to_device: Callable[[Any], Any] | None 
                 cpu = importlib.import_module(f"cpu_fallback.{module}")
                 gpu = importlib.import_module(f"gpu_kernels.{module}")
                 for case in cases:
-                    run_case(module, case, cpu, gpu, move)
+                    run_case(module, case, cpu, gpu, move, inputs)

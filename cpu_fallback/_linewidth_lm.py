@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cpu_fallback.linewidth_windows import _Fit
+from cpu_fallback._linewidth_windows import _Fit
 from kernel_common.constants import FWHM_PER_SIGMA
 from kernel_common.linefit import (
     FTOL,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cpu_fallback.linewidth_scan import _gather, _window
+from cpu_fallback._linewidth_scan import _gather, _window
 from kernel_common.linefit import COVER_SIGMA, WIN_SIGMA
 
 #: Samples per evaluation chunk.
