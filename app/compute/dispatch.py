@@ -85,7 +85,7 @@ class JobContext:
     def on_gpu(self) -> bool:
         return self.device is not None
 
-    def kernels(self, module: str | None = None, _legacy_operation: str | None = None) -> ModuleType:
+    def kernels(self, module: str | None = None) -> ModuleType:
         """The kernel module ``module`` (default: the operation's main one) of the tree this job runs on.
 
         The module must be one the operation's capability row declares, so the row stays the

@@ -107,7 +107,7 @@ def subtract(ctx: JobContext, dataset: Dataset, params: BaselineParams, output_d
     z = slice(params.channel_start, params.channel_end + 1)
     lf = np.asarray(params.line_free, dtype=np.int64) - params.channel_start
     check_rows((nz, ny, nx), 24.0, f"Baseline of {nx}×{ny}×{nz} voxels (one row slab)")
-    kernels = ctx.kernels("baseline", "baseline")
+    kernels = ctx.kernels("baseline")
     stem = dataset.path.name.split(".fits")[0]
     path = unique_output_path(output_dir, f"{stem}_baseline_{params.method}{params.order}")
     partial = None

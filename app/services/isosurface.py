@@ -43,7 +43,7 @@ def isosurface(ctx: JobContext, dataset: Dataset, *, threshold: float, step: int
     source = require_cube(dataset)
     if min(source.shape) < 2:
         raise InvalidRequest("An isosurface needs a cube with at least 2 voxels along each axis.")
-    kernels = ctx.kernels("isosurface", "isosurface")
+    kernels = ctx.kernels("isosurface")
     ctx.progress(0.05)
     cube = resident() if (ctx.on_gpu and resident is not None) else None
     triangles = (kernels.isosurface_triangle_count(cube, level=float(threshold), step=step) if cube is not None

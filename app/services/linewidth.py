@@ -75,7 +75,7 @@ def linewidth_rows(ctx: JobContext, dataset: Dataset, params: LinewidthParams, r
     check_rows((z.stop - z.start, 1, source.shape[2]), 48.0, "Line width (one row slab)")
     axis = _axis(dataset, params)
     coords, widths = axis.coords[z], axis.widths[z]
-    kernels = ctx.kernels("linewidth", "linewidth")
+    kernels = ctx.kernels("linewidth")
 
     def compute(block: Any) -> dict:
         if params.method == "ew":

@@ -113,13 +113,13 @@ def compute_moment(ctx: JobContext, dataset: Dataset, params: MomentParams, *, r
     full_axis = axis_of(dataset, params)
     coords, widths = full_axis.coords[z], full_axis.widths[z]
     if params.convention == "casa":
-        kernels = ctx.kernels("casa_moments", "moment_casa")
+        kernels = ctx.kernels("casa_moments")
 
         def compute(block: Any) -> dict:
             return kernels.casa_moment_maps(block, coords, widths, moments=(params.order,),
                                             include=params.include, exclude=params.exclude)
     else:
-        kernels = ctx.kernels("moments", "moment")
+        kernels = ctx.kernels("moments")
 
         def compute(block: Any) -> dict:
             return kernels.moment_maps(block, coords, widths, orders=(params.order,), threshold=params.threshold)

@@ -26,7 +26,7 @@ def channel_noise(ctx: JobContext, dataset: Dataset, *, x0, x1, y0, y1, z0, z1) 
     xa, xb = clamp_range(x0, x1, nx, "x")
     ya, yb = clamp_range(y0, y1, ny, "y")
     za, zb = clamp_range(z0, z1, nz, "channel")
-    kernels = ctx.kernels("noise", "noise")
+    kernels = ctx.kernels("noise")
     plane_bytes = 4 * (xb - xa + 1) * (yb - ya + 1)
     mads: list[np.ndarray] = []
     medians: list[np.ndarray] = []

@@ -82,7 +82,7 @@ def pv_diagram(ctx: JobContext, dataset: Dataset, *, vertices_px: np.ndarray, wi
         path = polyline_samples(vertices_px)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    kernels = ctx.kernels("pv", "pv")
+    kernels = ctx.kernels("pv")
     ys, xs = _bbox(path, width_pixels, ny, nx)
     sx, sy = path.sample_x - xs.start, path.sample_y - ys.start
     cube = resident() if (ctx.on_gpu and resident is not None) else None

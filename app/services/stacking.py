@@ -72,7 +72,7 @@ def _weights(kernels, spectra: np.ndarray, peaks: np.ndarray, method: str, weigh
 def mean_spectrum(ctx: JobContext, dataset: Dataset) -> tuple[np.ndarray, float]:
     """Spatial-mean spectrum over finite pixels and the cube's peak voxel (host arrays)."""
     source = require_cube(dataset)
-    kernels = ctx.kernels("stacking", "stacking")
+    kernels = ctx.kernels("stacking")
     check_rows(source.shape, 8.0, f"Mean spectrum of {dataset.dataset_id} (one row slab)")
     partial = None
     for ys in y_slabs(source.shape, ctx.chunk_bytes, bytes_per_voxel=8.0):
@@ -92,7 +92,7 @@ def stack_spectra(ctx: JobContext, datasets: list[Dataset], *, method: str, weig
                   weights: list[float] | None, rest_freq_hz: float | None = None,
                   velocity_convention: str | None = None) -> dict[str, Any]:
     """The combined spectrum; ``spectral_values`` on the first cube's axis (velocity when a rest frequency is known)."""
-    kernels = ctx.kernels("stacking", "stacking")
+    kernels = ctx.kernels("stacking")
     spectra, peaks = [], []
     for i, d in enumerate(datasets):
         spectrum, peak = mean_spectrum(ctx, d)
@@ -119,7 +119,7 @@ def stack_spectra(ctx: JobContext, datasets: list[Dataset], *, method: str, weig
 def stack_cube(ctx: JobContext, datasets: list[Dataset], *, method: str, weight_by: str,
                weights: list[float] | None, output_dir: Path) -> dict[str, Any]:
     """Voxel-by-voxel stack written to a new FITS cube (header and WCS of the first cube)."""
-    kernels = ctx.kernels("stacking", "stacking")
+    kernels = ctx.kernels("stacking")
     w = None
     if method == "weighted_mean":
         if weights:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.compute.capabilities import Capability
 from app.operations.defs._js9 import Js9Task, TaskFunction
-from app.services.js9 import native_engine
+from app.services.js9 import native_imfit
 
 
 class Js9Imfit(Js9Task):
@@ -18,4 +18,4 @@ class Js9Imfit(Js9Task):
 
     @staticmethod
     def run_task(task: str) -> TaskFunction:
-        return native_engine.imfit
+        return native_imfit.imfit

@@ -3,7 +3,7 @@
 Order of checks (each failure answers with the reference's body, see :mod:`.errors`):
 
 1. body shape — an object with string ``task`` and ``image_path`` (422);
-2. ``task`` among :data:`VALID_TASKS` (400 ``Invalid task '…'. Valid tasks: [...]``);
+2. ``task`` among :func:`valid_tasks` (400 ``Invalid task '…'. Valid tasks: [...]``);
 3. ``image_path`` confined to the data roots and an existing file (404 ``Image file not found: …``;
    paths outside the roots look exactly like missing files);
 4. ``region`` (400 ``Invalid region: …``) and ``parameters`` (400), ``engine`` availability (400);
