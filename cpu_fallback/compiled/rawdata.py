@@ -165,7 +165,7 @@ def scratch(flat, nx):
     return _scratch(flat, nx)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def load_row(flat, base, sx, nx, dec, buf):
     """Decode the ``nx`` voxels at ``flat[base + x*sx]`` into the float32 row ``buf[3]`` (module docstring).
 
