@@ -197,6 +197,6 @@ def casa_moment_maps_raw(
         sel = (*sel, -1.0 if width is None else float(width))
         opt = (bool(m & {-1, 0, 1, 2, 5, 6, 7}), bool(m & {5, 6}), want_w, bool(m & {8, 9}), bool(m & {10, 11}),
                7 in m)
-        with runtime.threads():
+        with runtime.threads(raw.size):
             _kernel(args.flat, args.geo, args.dec, args.mode, v, w, sel, opt, slot, out)
     return {k: out[i] for i, k in enumerate(moms)}

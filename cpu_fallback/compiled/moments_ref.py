@@ -201,6 +201,6 @@ def moment_maps_raw(
         opt = (nrow, cen, 6 in o, 8 in o, 10 in o)
         lo = -FMAX if p.threshold is None else max(float(p.threshold), -FMAX)
         sel = (lo, FMAX, float(p.var_floor), float(p.ref))
-        with runtime.threads():
+        with runtime.threads(raw.size):
             _kernel(args.flat, args.geo, args.dec, args.mode, p.u, p.w, sel, opt, slot, out)
     return {k: out[i] for i, k in enumerate(p.orders)}

@@ -87,7 +87,7 @@ def channel_mad(cube: np.ndarray, *, zero_as_blank: bool = False) -> tuple[NDArr
     mad = np.full(nz, np.nan)
     if a.size == 0:
         return med, mad
-    groups = min(nz, runtime.job_threads())
+    groups = max(1, min(nz, runtime.job_threads(), a.size // runtime.MIN_VOXELS_PER_THREAD))
     bounds = [nz * g // groups for g in range(groups + 1)]
     parts = [range(bounds[g], bounds[g + 1]) for g in range(groups)]
     if groups == 1:

@@ -106,12 +106,20 @@ def job_threads() -> int:
     return int(_state["threads"] or cores())
 
 
+#: Voxels per thread below which a kernel call uses fewer threads: starting a parallel region
+#: costs tens of microseconds on an idle machine and milliseconds on a busy one.
+MIN_VOXELS_PER_THREAD = 1 << 20
+
+
 @contextlib.contextmanager
-def threads() -> Iterator[None]:
-    """Run the enclosed numba kernel calls with :func:`job_threads` threads (this thread only)."""
+def threads(voxels: int | None = None) -> Iterator[None]:
+    """Run the enclosed numba kernel calls with :func:`job_threads` threads (this thread only),
+    fewer for small work (at least :data:`MIN_VOXELS_PER_THREAD` voxels per thread)."""
     import numba  # noqa: PLC0415
 
     n = max(1, min(job_threads(), numba.config.NUMBA_NUM_THREADS))
+    if voxels is not None:
+        n = max(1, min(n, int(voxels) // MIN_VOXELS_PER_THREAD))
     numba.set_num_threads(n)
     serial = _state["serial"]
     if serial is False:

@@ -17,6 +17,7 @@ from astropy.io import fits
 
 from app.io.fits_reader import open_fits_image
 from cpu_fallback.casa_moments import casa_moment_maps
+from cpu_fallback.compiled import runtime
 from cpu_fallback.compiled.moments_casa import COMPILED_MOMENTS, casa_moment_maps_raw
 from cpu_fallback.compiled.moments_ref import COMPILED_ORDERS, moment_maps_raw
 from cpu_fallback.moments import moment_maps
@@ -155,7 +156,10 @@ def test_reference_closed_form() -> None:
     np.testing.assert_allclose(got[8], np.float32(line.max()), rtol=0)
 
 
-def test_chunked_equals_whole_and_strided_views() -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_chunked_equals_whole_and_strided_views(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(runtime._state, "threads", threads)
+    monkeypatch.setattr(runtime, "MIN_VOXELS_PER_THREAD", 1)
     raw, *_ = _stored("big-endian float32")
     v, w = _axis()
     whole = moment_maps_raw(raw, v, w, orders=REF_ORDERS, threshold=0.1)

@@ -31,6 +31,7 @@ def _cube(seed: int = 4) -> np.ndarray:
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_equals_oracle_exactly(zero_as_blank: bool, threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(runtime._state, "threads", threads)
+    monkeypatch.setattr(runtime, "MIN_VOXELS_PER_THREAD", 1)
     cube = _cube()
     med, mad = channel_mad(cube, zero_as_blank=zero_as_blank)
     rmed, rmad = oracle(cube, zero_as_blank=zero_as_blank)
