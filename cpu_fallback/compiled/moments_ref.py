@@ -32,16 +32,124 @@ from numba import njit, prange
 from numpy.typing import ArrayLike, NDArray
 
 from cpu_fallback.compiled import runtime
-from cpu_fallback.compiled.rawdata import FMAX, in_range, raw_args, row_source, scratch, value
+from cpu_fallback.compiled.rawdata import FMAX, MODE_ROW, in_range, raw_args, row_source, scratch, value
 from cpu_fallback.moments import SUPPORTED_ORDERS, _plan_axis
 
 #: Orders this module computes (all of the reference convention).
 COMPILED_ORDERS: frozenset[int] = SUPPORTED_ORDERS
 
 
+@njit(cache=True, inline="always")
+def _kv(mode, row, x, lo, hi):
+    """Voxel ``x`` as float64, zeroed unless kept, and whether it is kept."""
+    d = np.float64(value(mode, row, x))
+    k = in_range(d, lo, hi)
+    return (d if k else 0.0), k
+
+
+@njit(cache=True)
+def _accumulate4(mode, r0, r1, r2, r3, w, u, lo, hi, opt, cnt, s0, s1, s2, sq, kw, mx, mn):  # noqa: C901
+    """The per-channel accumulations of four channels at once (rows ``r0..r3``, weights ``w[:4]``,
+    centred coordinates ``u[:4]``): one load and store of each accumulator per four voxels."""
+    nrow, cen, want_sq, want_mx, want_mn = opt
+    w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
+    u0, u1, u2, u3 = u[0], u[1], u[2], u[3]
+    nx = cnt.size
+    if nrow == 3:
+        for x in range(nx):
+            d0, k0 = _kv(mode, r0, x, lo, hi)
+            d1, k1 = _kv(mode, r1, x, lo, hi)
+            d2, k2 = _kv(mode, r2, x, lo, hi)
+            d3, k3 = _kv(mode, r3, x, lo, hi)
+            cnt[x] += np.int64(k0) + np.int64(k1) + np.int64(k2) + np.int64(k3)
+            t0, t1, t2, t3 = w0 * d0, w1 * d1, w2 * d2, w3 * d3
+            s0[x] += ((t0 + t1) + t2) + t3
+            a0, a1, a2, a3 = t0 * u0, t1 * u1, t2 * u2, t3 * u3
+            s1[x] += ((a0 + a1) + a2) + a3
+            s2[x] += ((a0 * u0 + a1 * u1) + a2 * u2) + a3 * u3
+    elif nrow == 2:
+        for x in range(nx):
+            d0, k0 = _kv(mode, r0, x, lo, hi)
+            d1, k1 = _kv(mode, r1, x, lo, hi)
+            d2, k2 = _kv(mode, r2, x, lo, hi)
+            d3, k3 = _kv(mode, r3, x, lo, hi)
+            cnt[x] += np.int64(k0) + np.int64(k1) + np.int64(k2) + np.int64(k3)
+            t0, t1, t2, t3 = w0 * d0, w1 * d1, w2 * d2, w3 * d3
+            s0[x] += ((t0 + t1) + t2) + t3
+            s1[x] += ((t0 * u0 + t1 * u1) + t2 * u2) + t3 * u3
+    elif nrow == 1:
+        for x in range(nx):
+            d0, k0 = _kv(mode, r0, x, lo, hi)
+            d1, k1 = _kv(mode, r1, x, lo, hi)
+            d2, k2 = _kv(mode, r2, x, lo, hi)
+            d3, k3 = _kv(mode, r3, x, lo, hi)
+            cnt[x] += np.int64(k0) + np.int64(k1) + np.int64(k2) + np.int64(k3)
+            s0[x] += ((w0 * d0 + w1 * d1) + w2 * d2) + w3 * d3
+    else:
+        for x in range(nx):
+            k0 = in_range(np.float64(value(mode, r0, x)), lo, hi)
+            k1 = in_range(np.float64(value(mode, r1, x)), lo, hi)
+            k2 = in_range(np.float64(value(mode, r2, x)), lo, hi)
+            k3 = in_range(np.float64(value(mode, r3, x)), lo, hi)
+            cnt[x] += np.int64(k0) + np.int64(k1) + np.int64(k2) + np.int64(k3)
+    if want_sq:
+        for x in range(nx):
+            d0, k0 = _kv(mode, r0, x, lo, hi)
+            d1, k1 = _kv(mode, r1, x, lo, hi)
+            d2, k2 = _kv(mode, r2, x, lo, hi)
+            d3, k3 = _kv(mode, r3, x, lo, hi)
+            sq[x] += ((w0 * d0 * d0 + w1 * d1 * d1) + w2 * d2 * d2) + w3 * d3 * d3
+            kw[x] += (((w0 if k0 else 0.0) + (w1 if k1 else 0.0)) + (w2 if k2 else 0.0)) + (w3 if k3 else 0.0)
+    if want_mx:
+        for x in range(nx):
+            m = mx[x]
+            for r in (r0, r1, r2, r3):
+                e = value(mode, r, x)
+                m = e if in_range(np.float64(e), lo, hi) & (e > m) else m
+            mx[x] = m
+    if want_mn:
+        for x in range(nx):
+            m = mn[x]
+            for r in (r0, r1, r2, r3):
+                e = value(mode, r, x)
+                m = e if in_range(np.float64(e), lo, hi) & (e < m) else m
+            mn[x] = m
+
+
+@njit(cache=True)
+def _centred(mode, row, wz, uz, m1c, lo, hi, cen, c):
+    """Add ``dv I (u - M1)^k`` (``k = 2..cen``) of one channel into ``c[k - 2]`` (one loop per ``cen``)."""
+    nx = m1c.size
+    if cen == 3:
+        for x in range(nx):
+            dd = uz - m1c[x]
+            t = _kv(mode, row, x, lo, hi)[0] * dd * dd
+            c[0, x] += wz * t
+            c[1, x] += wz * (t * dd)
+    elif cen == 4:
+        for x in range(nx):
+            dd = uz - m1c[x]
+            t = _kv(mode, row, x, lo, hi)[0] * dd * dd
+            c[0, x] += wz * t
+            t *= dd
+            c[1, x] += wz * t
+            c[2, x] += wz * (t * dd)
+    else:
+        for x in range(nx):
+            dd = uz - m1c[x]
+            t = _kv(mode, row, x, lo, hi)[0] * dd * dd
+            c[0, x] += wz * t
+            t *= dd
+            c[1, x] += wz * t
+            t *= dd
+            c[2, x] += wz * t
+            c[3, x] += wz * (t * dd)
+
+
 @njit(parallel=True, cache=True)
-def _kernel(flat, geo, dec, mode, u, w, sel, opt, slot, out):  # noqa: C901 - one fused pass
-    """All requested maps (``slot[order] >= 0``) of a raw block into ``out[slot, y, x]``."""
+def _kernel(flat, geo, dec, mode, u, w, sel, opt, slot, out, quad):  # noqa: C901 - one fused pass
+    """All requested maps (``slot[order] >= 0``) of a raw block into ``out[slot, y, x]``; ``quad``
+    (fused read modes only: rows are views of ``flat``) takes four channels per pass."""
     nz, ny, nx, sz, sy, sx = geo
     lo, hi, var_floor, ref = sel
     nrow, cen, want_sq, want_mx, want_mn = opt
@@ -56,7 +164,17 @@ def _kernel(flat, geo, dec, mode, u, w, sel, opt, slot, out):  # noqa: C901 - on
         kw = np.zeros(nx)
         mx = np.full(nx, -np.inf, np.float32)
         mn = np.full(nx, np.inf, np.float32)
-        for z in range(nz):
+        z0 = 0
+        if quad:  # fused read modes: four channels per pass over the accumulators
+            while z0 + 4 <= nz:
+                b = z0 * sz + y * sy
+                _accumulate4(mode, row_source(mode, flat, b, sx, nx, dec, buf),
+                             row_source(mode, flat, b + sz, sx, nx, dec, buf),
+                             row_source(mode, flat, b + 2 * sz, sx, nx, dec, buf),
+                             row_source(mode, flat, b + 3 * sz, sx, nx, dec, buf),
+                             w[z0 : z0 + 4], u[z0 : z0 + 4], lo, hi, opt, cnt, s0, s1, s2, sq, kw, mx, mn)
+                z0 += 4
+        for z in range(z0, nz):
             row = row_source(mode, flat, z * sz + y * sy, sx, nx, dec, buf)
             wz, uz = w[z], u[z]
             if nrow == 3:
@@ -110,13 +228,7 @@ def _kernel(flat, geo, dec, mode, u, w, sel, opt, slot, out):  # noqa: C901 - on
             for z in range(nz):
                 row = row_source(mode, flat, z * sz + y * sy, sx, nx, dec, buf)
                 wz, uz = w[z], u[z]
-                for x in range(nx):
-                    d = np.float64(value(mode, row, x))
-                    dd = uz - m1c[x]
-                    t = (d if in_range(d, lo, hi) else 0.0) * dd
-                    for j in range(cen - 1):
-                        t *= dd
-                        c[j, x] += wz * t
+                _centred(mode, row, wz, uz, m1c, lo, hi, cen, c)
         for x in range(nx):
             none = cnt[x] == 0
             a = s0[x]
@@ -202,5 +314,6 @@ def moment_maps_raw(
         lo = -FMAX if p.threshold is None else max(float(p.threshold), -FMAX)
         sel = (lo, FMAX, float(p.var_floor), float(p.ref))
         with runtime.threads(raw.size):
-            _kernel(args.flat, args.geo, args.dec, args.mode, p.u, p.w, sel, opt, slot, out)
+            quad = args.mode.dtype != MODE_ROW
+            _kernel(args.flat, args.geo, args.dec, args.mode, p.u, p.w, sel, opt, slot, out, quad)
     return {k: out[i] for i, k in enumerate(p.orders)}
