@@ -13,7 +13,8 @@ written as a big-endian FITS file:
 - end to end: ``POST /v1/products/moment`` through the FastAPI app (TestClient, product cache
   off, JSON decoded), orders 0, 1, 2, 8;
 - NumPy oracle (``cpu_fallback.moments.moment_maps`` on the in-memory cube) and spectral-cube
-  (read + compute; ``--skip-peers`` skips it and astropy's noise);
+  (read + compute; ``--skip-peers`` skips it and astropy's noise; peers run only on
+  ``--peer-sizes``, default 512);
 - noise: ``cpu_fallback.compiled.noise.channel_mad`` against ``astropy.stats.mad_std`` per
   channel and the NumPy oracle, on the in-memory cube.
 
@@ -138,6 +139,7 @@ def run_case(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     raw = source.read_raw()
     coords, widths = SYNTHETIC_AXIS.coords_km_s(NZ), SYNTHETIC_AXIS.widths_km_s(NZ)
     rep, peer_rep = args.repeat, 1 if n >= 1024 else max(1, args.repeat // 2)
+    peers = not args.skip_peers and str(n) in args.peer_sizes.split(",")
     res: dict[str, Any] = {"shape": [NZ, n, n], "nbytes": int(cube.nbytes), "threads": runtime.job_threads()}
 
     def note(what: str, t: float) -> None:
@@ -167,7 +169,7 @@ def run_case(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     res["http_s"] = {str(k): v for k, v in http_moments(path, rep).items()}
     print(f"  HTTP: {res['http_s']}", flush=True)
     res["spectral_cube_s"] = {}
-    if not args.skip_peers:
+    if peers:
         for orders in ((0,), (1,), (2,), (8,)):
             res["spectral_cube_s"][label(orders)], _ = best_of(
                 lambda o=orders: spectral_cube_moments(path, o), peer_rep)
@@ -175,7 +177,7 @@ def run_case(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     # noise: per-channel median and MAD over the whole plane
     res["noise_s"], (med, mad) = best_of(lambda: channel_mad(cube), rep)
     note("noise (selection)", res["noise_s"])
-    if not args.skip_peers:
+    if peers:
         from astropy.stats import mad_std  # noqa: PLC0415
 
         res["noise_astropy_s"], sig = best_of(lambda: np.array([mad_std(p, ignore_nan=True) for p in cube]), peer_rep)
@@ -261,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="512", help="comma-separated cube sizes (n for n×n×256)")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--skip-peers", action="store_true", help="skip spectral-cube and astropy")
+    p.add_argument("--peer-sizes", default="512", help="sizes on which the peers run (they are slow)")
     p.add_argument("--warm-only", action="store_true", help="only measure the compile and cache-load times")
     p.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
     p.add_argument("--threads", type=int, default=None, help="VISIVO_CPU_THREADS (default: the cores)")

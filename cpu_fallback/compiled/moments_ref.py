@@ -12,7 +12,9 @@ and added into per-pixel float64 accumulators: the kept count, ``S_j = sum I dv 
 ``u = v - mean(v)``), ``sum I^2 dv`` and the kept weight (order 6), the float32 maximum and minimum.
 Orders 3-5 take a second pass over the row (``sum I dv (u - S1/S0)^k``, ``k = 2..5``), as the
 oracle does. One loop per accumulator family, each chosen outside the ``x`` loop, so the loops
-vectorise.
+vectorise. In the fused read modes (contiguous unscaled float32 rows, decoded inside the loops)
+four channels are added per pass (``S += ((t0 + t1) + t2) + t3``), so each accumulator is loaded
+and stored once per four voxels; the grouping depends only on ``z``, not on the slab.
 
 Numerics. All sums are float64 (the oracle sums order 0 alone in float32 per 32-channel chunk),
 so order 0 agrees with the oracle within float32 rounding of ``sum |I| dv`` and orders 1-5 within
