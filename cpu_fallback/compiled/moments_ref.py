@@ -87,7 +87,7 @@ def _accumulate4(mode, r0, r1, r2, r3, w, u, lo, hi, opt, cnt, s0, s1, s2, sq, k
             d3, k3 = _kv(mode, r3, x, lo, hi)
             cnt[x] += np.int64(k0) + np.int64(k1) + np.int64(k2) + np.int64(k3)
             s0[x] += ((w0 * d0 + w1 * d1) + w2 * d2) + w3 * d3
-    else:
+    elif not (want_mx or want_mn):  # otherwise the extrema tell the blank pixels
         for x in range(nx):
             k0 = in_range(np.float64(value(mode, r0, x)), lo, hi)
             k1 = in_range(np.float64(value(mode, r1, x)), lo, hi)
@@ -105,17 +105,25 @@ def _accumulate4(mode, r0, r1, r2, r3, w, u, lo, hi, opt, cnt, s0, s1, s2, sq, k
     if want_mx:
         for x in range(nx):
             m = mx[x]
-            for r in (r0, r1, r2, r3):
-                e = value(mode, r, x)
-                m = e if in_range(np.float64(e), lo, hi) & (e > m) else m
-            mx[x] = m
+            e = value(mode, r0, x)
+            m = e if in_range(np.float64(e), lo, hi) & (e > m) else m
+            e = value(mode, r1, x)
+            m = e if in_range(np.float64(e), lo, hi) & (e > m) else m
+            e = value(mode, r2, x)
+            m = e if in_range(np.float64(e), lo, hi) & (e > m) else m
+            e = value(mode, r3, x)
+            mx[x] = e if in_range(np.float64(e), lo, hi) & (e > m) else m
     if want_mn:
         for x in range(nx):
             m = mn[x]
-            for r in (r0, r1, r2, r3):
-                e = value(mode, r, x)
-                m = e if in_range(np.float64(e), lo, hi) & (e < m) else m
-            mn[x] = m
+            e = value(mode, r0, x)
+            m = e if in_range(np.float64(e), lo, hi) & (e < m) else m
+            e = value(mode, r1, x)
+            m = e if in_range(np.float64(e), lo, hi) & (e < m) else m
+            e = value(mode, r2, x)
+            m = e if in_range(np.float64(e), lo, hi) & (e < m) else m
+            e = value(mode, r3, x)
+            mn[x] = e if in_range(np.float64(e), lo, hi) & (e < m) else m
 
 
 @njit(cache=True)
@@ -203,7 +211,7 @@ def _kernel(flat, geo, dec, mode, u, w, sel, opt, slot, out, quad):  # noqa: C90
                     k = in_range(d, lo, hi)
                     cnt[x] += k
                     s0[x] += wz * d if k else 0.0
-            else:
+            elif not (want_mx or want_mn):
                 for x in range(nx):
                     cnt[x] += in_range(np.float64(value(mode, row, x)), lo, hi)
             if want_sq:
@@ -232,7 +240,10 @@ def _kernel(flat, geo, dec, mode, u, w, sel, opt, slot, out, quad):  # noqa: C90
                 wz, uz = w[z], u[z]
                 _centred(mode, row, wz, uz, m1c, lo, hi, cen, c)
         for x in range(nx):
-            none = cnt[x] == 0
+            if nrow > 0 or not (want_mx or want_mn):
+                none = cnt[x] == 0
+            else:  # kept voxels are finite: an extremum left at -inf/+inf means none was kept
+                none = mx[x] == -np.inf if want_mx else mn[x] == np.inf
             a = s0[x]
             bad = none or a == 0.0 or not np.isfinite(a)
             if slot[0] >= 0:
