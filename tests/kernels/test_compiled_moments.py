@@ -239,3 +239,32 @@ def test_fits_file_int16_bscale_bzero_blank(tmp_path: Path) -> None:
         np.testing.assert_array_equal(part.data, np.asarray(raw)[5:20, 2:6])
     finally:
         image.close()
+
+
+def test_fits_file_with_stokes_axis_and_image(tmp_path: Path) -> None:
+    """read_raw drops a degenerate Stokes axis and presents images as one channel, like read()."""
+    cube = _lines(4)
+    hdu = fits.PrimaryHDU(cube[None].astype(">f4"))  # (stokes, z, y, x)
+    for k, ctype in enumerate(("RA---SIN", "DEC--SIN", "VRAD", "STOKES"), start=1):
+        hdu.header[f"CTYPE{k}"], hdu.header[f"CRPIX{k}"] = ctype, 1.0
+        hdu.header[f"CRVAL{k}"], hdu.header[f"CDELT{k}"] = (1.0, 1.0) if ctype == "STOKES" else (10.0, 1e-3)
+    hdu.header["CRVAL3"], hdu.header["CDELT3"], hdu.header["CUNIT3"] = 1.45e6, 2.5e3, "m/s"
+    path = tmp_path / "stokes.fits"
+    hdu.writeto(path)
+    image = open_fits_image(path)
+    try:
+        block = image.source.read_raw(z=slice(2, 30), y=slice(1, 12))
+        assert block.data.shape == (28, 11, NX)
+        np.testing.assert_array_equal(_decode(block.data, 1.0, 0.0, None), image.source.read(z=slice(2, 30),
+                                                                                           y=slice(1, 12)))
+    finally:
+        image.close()
+    plane = tmp_path / "image.fits"
+    fits.PrimaryHDU(cube[7].astype(">f4")).writeto(plane)
+    image = open_fits_image(plane)
+    try:
+        block = image.source.read_raw()
+        assert block.data.shape == (1, NY, NX)
+        np.testing.assert_array_equal(_decode(block.data, 1.0, 0.0, None), image.source.read())
+    finally:
+        image.close()
