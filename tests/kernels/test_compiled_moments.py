@@ -268,3 +268,24 @@ def test_fits_file_with_stokes_axis_and_image(tmp_path: Path) -> None:
         np.testing.assert_array_equal(_decode(block.data, 1.0, 0.0, None), image.source.read())
     finally:
         image.close()
+
+
+def test_concurrent_jobs_get_the_same_maps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two heavy jobs calling the parallel kernel at once (the dispatcher's threads) stay correct."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setitem(runtime._state, "threads", 2)
+    monkeypatch.setattr(runtime, "MIN_VOXELS_PER_THREAD", 1)
+    raw, *_ = _stored("big-endian float32")
+    v, w = _axis()
+    whole = moment_maps_raw(raw, v, w, orders=REF_ORDERS)
+    casa = casa_moment_maps_raw(raw, v, w, moments=CASA_MOMS)
+    with ThreadPoolExecutor(4) as pool:
+        refs = [pool.submit(moment_maps_raw, raw, v, w, orders=REF_ORDERS) for _ in range(6)]
+        casas = [pool.submit(casa_moment_maps_raw, raw, v, w, moments=CASA_MOMS) for _ in range(6)]
+        for f in refs:
+            for k in REF_ORDERS:
+                np.testing.assert_array_equal(f.result()[k], whole[k])
+        for f in casas:
+            for k in CASA_MOMS:
+                np.testing.assert_array_equal(f.result()[k], casa[k])
