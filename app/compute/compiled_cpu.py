@@ -2,8 +2,8 @@
 
 ``VISIVO_CPU_THREADS`` (default: the usable cores, never more) is split among the heavy slots:
 each kernel call of a job uses ``max(1, threads // VISIVO_HEAVY_SLOTS)`` threads, so heavy slots x
-threads never exceed the cores. On a CPU backend the kernels are compiled (or loaded from the
-on-disk cache) in a daemon thread at start-up, so no request pays a compile after warm-up;
+threads never exceed the cores. On a CPU backend a daemon thread has the kernels compiled in a
+child Python (into the on-disk cache) and then loads them, so no request pays a compile after warm-up;
 the first compile of everything takes tens of seconds of one core (README, "Compiled CPU kernels").
 """
 

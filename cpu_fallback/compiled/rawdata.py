@@ -10,8 +10,10 @@ float32 in a scratch row: bytes swapped in registers, reinterpreted as the store
 (if ``BSCALE != 1``); ``value += float32(BZERO)`` (if ``BZERO != 0``),
 
 exactly the float32 arithmetic of :meth:`app.io.fits_reader.CubeSource.read`, so a compiled
-kernel sees the values the NumPy oracle sees. No native-order or float copy of the cube is made:
-the only scratch is one row per thread.
+kernel sees the values the NumPy oracle sees. Contiguous unscaled float32 rows (the usual
+``BITPIX = -32`` cube) skip the scratch row: :func:`row_source` hands the kernel the raw slice and
+:func:`value` swaps and bitcasts each voxel inside the kernel's own loops. No native-order or float
+copy of the cube is made: the only scratch is one row per thread.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """Where the compiled kernels keep their cache, how many threads they use, and their warm-up.
 
 Cache. numba compiles each kernel once per argument type and keeps the machine code on disk
-(``cache=True``). The directory is ``$NUMBA_CACHE_DIR`` when set, else ``~/.cache/visivo/numba``,
-else (not writable) ``<tmp>/visivo-numba-<uid>``; it is set here, before numba is imported.
+(``cache=True``). The directory is ``$NUMBA_CACHE_DIR`` when set, else
+``~/.cache/visivo/numba/kernels-<digest of this package's sources>`` (``<tmp>/visivo-numba-<uid>/…``
+when the home is not writable); it is set here, before numba is imported. numba re-checks only the
+source file of a cached function, not the helpers it inlines from other files, hence the digest;
+a user-set ``NUMBA_CACHE_DIR`` should be emptied when these sources change.
 A warm cache loads in well under a second; the first compile of every kernel takes seconds
 (measured by :func:`warm_up`).
 
@@ -20,7 +23,9 @@ the NumPy oracle (for comparisons and debugging). ``NUMBA_DISABLE_JIT=1`` does t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -48,10 +53,21 @@ def _cache_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="visivo-numba-"))
 
 
+def _sources_digest() -> str:
+    """A digest of this package's sources: numba checks only the file of a cached function, not the
+    files of the functions it inlines (``rawdata``), so each version of the sources gets its own
+    cache directory and a stale kernel is never loaded."""
+    h = hashlib.sha1()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _configure_environment() -> None:
     """Set ``NUMBA_CACHE_DIR`` (unless the environment already does) before numba reads it."""
     if not os.environ.get("NUMBA_CACHE_DIR"):
-        os.environ["NUMBA_CACHE_DIR"] = str(_cache_dir())
+        os.environ["NUMBA_CACHE_DIR"] = str(_cache_dir() / f"kernels-{_sources_digest()}")
         if "numba" in sys.modules:  # imported earlier by someone else: let it see the directory
             from numba.core import config  # noqa: PLC0415
 
@@ -146,16 +162,36 @@ def warm_up(cases: list[Callable[[], object]] | None = None) -> float:
     return seconds
 
 
+def _compile_in_subprocess() -> None:
+    """Run :func:`warm_up` in a child Python (same cache directory), which compiles and writes the
+    on-disk cache. Compiling there keeps numba's compiler -- which holds the GIL for seconds and
+    swaps the process-wide warning filters (``warnings.catch_warnings``) -- out of the server."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+    code = "from cpu_fallback.compiled import runtime; runtime.warm_up()"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=1800)
+
+
 def start_warm_up() -> threading.Thread | None:
-    """Warm the kernels in a daemon thread (once per process); None when numba is unavailable."""
+    """Warm the kernels in a daemon thread (once per process); None when numba is unavailable.
+
+    The thread compiles in a child process (:func:`_compile_in_subprocess`), then loads every
+    kernel from the cache into this process, so no request pays a compile or a cache load.
+    """
     global _warm_thread
     if not available():
         return None
     if _warm_thread is None:
 
         def run() -> None:
+            t0 = time.perf_counter()
+            try:
+                _compile_in_subprocess()
+            except (OSError, subprocess.SubprocessError) as exc:  # compiled here instead, below
+                _state["warm_error"] = f"compile subprocess: {type(exc).__name__}: {exc}"
             try:
                 warm_up()
+                _state["warm_seconds"] = time.perf_counter() - t0
             except Exception as exc:  # noqa: BLE001 - reported in status(), the NumPy path still works
                 _state["warm_error"] = f"{type(exc).__name__}: {exc}"
 
