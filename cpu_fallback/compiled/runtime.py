@@ -16,8 +16,10 @@ every kernel call), so heavy slots x threads never exceed the budget, which neve
 cores. Numba's ``omp`` or ``tbb`` threading layers are safe for concurrent callers; under the
 ``workqueue`` layer (neither installed) kernel calls are serialised by a lock.
 
-Switch. ``VISIVO_COMPILED=0`` in the environment makes :func:`available` false: the jobs then use
+Switches. ``VISIVO_COMPILED=0`` in the environment makes :func:`available` false: the jobs then use
 the NumPy oracle (for comparisons and debugging). ``NUMBA_DISABLE_JIT=1`` does the same.
+``VISIVO_COMPILED_WARMUP=0`` skips the start-up warm-up (kernels then compile, or load from the
+cache, on first use).
 """
 
 from __future__ import annotations
@@ -85,9 +87,14 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def _off(name: str) -> bool:
+    """True when the environment variable ``name`` says ``0``/``false``/``no``/``off``."""
+    return os.environ.get(name, "1").strip().lower() in ("0", "false", "no", "off")
+
+
 def available() -> bool:
     """True when numba imports, JIT is on and ``VISIVO_COMPILED`` is not ``0``."""
-    if os.environ.get("VISIVO_COMPILED", "1").strip().lower() in ("0", "false", "no", "off"):
+    if _off("VISIVO_COMPILED"):
         return False
     try:
         import numba  # noqa: PLC0415
@@ -179,7 +186,7 @@ def start_warm_up() -> threading.Thread | None:
     kernel from the cache into this process, so no request pays a compile or a cache load.
     """
     global _warm_thread
-    if not available():
+    if not available() or _off("VISIVO_COMPILED_WARMUP"):
         return None
     if _warm_thread is None:
 

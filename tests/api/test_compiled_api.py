@@ -94,7 +94,9 @@ def test_warm_up_compiles_every_case_and_reports(client: TestClient) -> None:
 def test_background_warm_up_compiles_in_a_child_and_loads(client: TestClient) -> None:
     """build_runtime (the client fixture) started the warm-up thread: it ends without error."""
     thread = runtime.start_warm_up()
-    assert thread is not None and thread is runtime.start_warm_up()  # once per process
+    if thread is None:
+        pytest.skip("VISIVO_COMPILED_WARMUP=0")
+    assert thread is runtime.start_warm_up()  # once per process
     thread.join(timeout=900)
     assert not thread.is_alive()
     assert runtime.status()["warm_error"] is None and runtime.status()["warm_seconds"] is not None
