@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.compute.backend import Backend, select_backend
+from app.compute.compiled_cpu import start_compiled_kernels
 from app.compute.dispatch import Dispatcher, JobContext
 from app.compute.product_cache import ProductCache
 from app.compute.residency import ResidentCubes
@@ -99,6 +100,7 @@ def build_runtime(settings: Settings, token: str, backend: Backend | None = None
     settings.output_dir.mkdir(parents=True, exist_ok=True)
     sweep_partial_files(settings.output_dir)  # .part files of writers killed mid-write
     budget.configure(settings)  # per-request memory/response limits and the gzip cache (app/services/budget.py)
+    start_compiled_kernels(settings, backend)  # issue 13: numba threads per heavy job, background warm-up
     totals = {d.index: d.total_memory for d in backend.devices}
     fraction = settings.gpu_memory_fraction
     runtime = Runtime(

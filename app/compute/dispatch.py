@@ -100,6 +100,15 @@ class JobContext:
         tree = "gpu_kernels" if self.on_gpu else "cpu_fallback"
         return importlib.import_module(f"{tree}.{name}")
 
+    def compiled(self, module: str) -> ModuleType | None:
+        """The compiled CPU fast path ``cpu_fallback.compiled.<module>`` for a CPU job when numba is
+        usable, else None (then the job uses :meth:`kernels`, the NumPy oracle)."""
+        if self.on_gpu:
+            return None
+        from cpu_fallback.compiled import runtime  # noqa: PLC0415 - sets the numba cache dir first
+
+        return importlib.import_module(f"cpu_fallback.compiled.{module}") if runtime.available() else None
+
     def map(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
         """``[fn(x) for x in items]`` on the dispatcher's helper threads (in order; serial without them)."""
         if self._helpers is None or len(items) < 2:

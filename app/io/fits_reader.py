@@ -33,6 +33,16 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
 
 
+@dataclass(frozen=True)
+class RawBlock:
+    """A block of stored FITS data (:meth:`CubeSource.read_raw`): view and scaling, no conversion."""
+
+    data: np.ndarray  # (nz, ny, nx) view of the memmap, stored byte order and type
+    bscale: float = 1.0
+    bzero: float = 0.0
+    blank: int | None = None
+
+
 @dataclass
 class CubeSource:
     """Block reader over the raw FITS array, presenting it as a ``(z, y, x)`` float32 cube.
@@ -93,6 +103,26 @@ class CubeSource:
         if self.bzero != 0.0:
             out += np.float32(self.bzero)
         return out
+
+    def read_raw(self, z: slice = slice(None), y: slice = slice(None)) -> RawBlock:
+        """The stored data of a block, without conversion: a ``(nz, ny, nx)`` view plus its scaling.
+
+        No copy is made: the view is (a transposed slice of) the memmap, in the file's byte order
+        and type (e.g. ``>f4``, ``>i2``). ``value = raw·BSCALE + BZERO`` with ``BLANK`` (integer
+        data) meaning blank, as :meth:`read` applies them; the compiled kernels apply them inline.
+        Slices have step 1.
+        """
+        zpos, ypos, xpos = self.order
+        kept_slices: list[slice] = [slice(None)] * sum(ix is None for ix in self.index)
+        kept_slices[ypos] = y
+        if zpos is not None:
+            kept_slices[zpos] = z
+        it = iter(kept_slices)
+        block = self.raw[tuple(next(it) if ix is None else ix for ix in self.index)]
+        block = np.transpose(block, [a for a in (zpos, ypos, xpos) if a is not None])
+        if zpos is None:
+            block = block[np.newaxis]
+        return RawBlock(block, self.bscale, self.bzero, self.blank)
 
     def plane(self, index: int) -> np.ndarray:
         """One spectral plane (y, x) as float32."""

@@ -18,6 +18,7 @@ import numpy as np
 from astropy.io import fits
 
 from app.compute.dispatch import JobContext
+from app.compute.raw_slabs import map_over_raw_slabs
 from app.compute.slab_runner import map_over_slabs
 from app.errors import InvalidRequest
 from app.io.fits_writer import unique_output_path, write_fits_atomic
@@ -106,30 +107,60 @@ def axis_of(dataset: Dataset, params: MomentParams) -> SpectralAxis:
                          velocity_convention=params.velocity_convention)
 
 
-def compute_moment(ctx: JobContext, dataset: Dataset, params: MomentParams, *, resident=None) -> np.ndarray:
-    """The moment map (float32, (ny, nx)) over the inclusive channel range."""
+def compute_moment_maps(ctx: JobContext, dataset: Dataset, params: MomentParams, orders: tuple[int, ...], *,
+                        resident=None) -> tuple[dict[int, np.ndarray], str]:
+    """Maps of ``orders`` (one pass) over the inclusive channel range, and the kernel that made them.
+
+    On a CPU job with numba the compiled kernels read the stored FITS data in y-slab views
+    (:func:`~app.compute.raw_slabs.map_over_raw_slabs`; CASA medians 3 and 4 excepted); otherwise
+    the tree's kernels (NumPy oracle or CuPy) run on float32 slabs. The kernel is ``"numba"``,
+    ``"numpy"`` or ``"cupy"``. The physical-range guard of the reference convention is not applied.
+    """
     source = require_cube(dataset)
     z = slice(params.channel_start, params.channel_end + 1)
     full_axis = axis_of(dataset, params)
     coords, widths = full_axis.coords[z], full_axis.widths[z]
     if params.convention == "casa":
+        fast = ctx.compiled("moments_casa")
+        if fast is not None and set(orders) <= fast.COMPILED_MOMENTS:
+            return map_over_raw_slabs(ctx, source, z, lambda raw: fast.casa_moment_maps_raw(
+                raw.data, coords, widths, moments=orders, include=params.include, exclude=params.exclude,
+                bscale=raw.bscale, bzero=raw.bzero, blank=raw.blank)), "numba"
         kernels = ctx.kernels("casa_moments")
 
         def compute(block: Any) -> dict:
-            return kernels.casa_moment_maps(block, coords, widths, moments=(params.order,),
+            return kernels.casa_moment_maps(block, coords, widths, moments=orders,
                                             include=params.include, exclude=params.exclude)
     else:
+        fast = ctx.compiled("moments_ref")
+        if fast is not None:
+            return map_over_raw_slabs(ctx, source, z, lambda raw: fast.moment_maps_raw(
+                raw.data, coords, widths, orders=orders, threshold=params.threshold,
+                bscale=raw.bscale, bzero=raw.bzero, blank=raw.blank)), "numba"
         kernels = ctx.kernels("moments")
 
         def compute(block: Any) -> dict:
-            return kernels.moment_maps(block, coords, widths, orders=(params.order,), threshold=params.threshold)
+            return kernels.moment_maps(block, coords, widths, orders=orders, threshold=params.threshold)
 
     maps = map_over_slabs(ctx, source, z, compute, resident=resident)
+    return maps, "cupy" if ctx.on_gpu else "numpy"
+
+
+def _moment(ctx: JobContext, dataset: Dataset, params: MomentParams, resident=None) -> tuple[np.ndarray, str]:
+    """The guarded float32 map of ``params.order`` and the kernel that computed it."""
+    maps, kernel = compute_moment_maps(ctx, dataset, params, (params.order,), resident=resident)
     data = np.asarray(maps[params.order], dtype=np.float32)
     if params.convention == "reference":
-        data = _guard(params.order, data, SpectralAxis(coords, widths, full_axis.unit, full_axis.ctype,
-                                                      full_axis.kind))
-    return data
+        full_axis = axis_of(dataset, params)
+        z = slice(params.channel_start, params.channel_end + 1)
+        data = _guard(params.order, data, SpectralAxis(full_axis.coords[z], full_axis.widths[z], full_axis.unit,
+                                                      full_axis.ctype, full_axis.kind))
+    return data, kernel
+
+
+def compute_moment(ctx: JobContext, dataset: Dataset, params: MomentParams, *, resident=None) -> np.ndarray:
+    """The moment map (float32, (ny, nx)) over the inclusive channel range."""
+    return _moment(ctx, dataset, params, resident)[0]
 
 
 def moment_header(dataset: Dataset, params: MomentParams, unit: str, axis: SpectralAxis) -> fits.Header:
@@ -160,7 +191,7 @@ def moment_header(dataset: Dataset, params: MomentParams, unit: str, axis: Spect
 def moment_product(ctx: JobContext, dataset: Dataset, params: MomentParams, *, save: bool, output_dir: Path,
                    compression: str, resident=None) -> dict[str, Any]:
     """Compute the map and build the response (optionally writing the FITS product)."""
-    data = compute_moment(ctx, dataset, params, resident=resident)
+    data, kernel = _moment(ctx, dataset, params, resident)
     if not np.isfinite(data).any():
         raise InvalidRequest("No valid voxels found for the selected moment parameters.")
     axis = axis_of(dataset, params)
@@ -179,7 +210,7 @@ def moment_product(ctx: JobContext, dataset: Dataset, params: MomentParams, *, s
         "moment_unit": unit, "bunit": info.get("bunit", ""),
         "threshold_used": params.threshold, "include": params.include, "exclude": params.exclude,
         "wcs_status": info.get("wcs_status", "ok"), "wcs_warning_message": info.get("wcs_warning_message", ""),
-        "computed_on": "gpu" if ctx.on_gpu else "cpu",
+        "computed_on": "gpu" if ctx.on_gpu else "cpu", "kernel": kernel,
         "compression": compression, "data_base64": encode_array(data, compression),
     }
     if save:

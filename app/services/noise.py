@@ -26,7 +26,7 @@ def channel_noise(ctx: JobContext, dataset: Dataset, *, x0, x1, y0, y1, z0, z1) 
     xa, xb = clamp_range(x0, x1, nx, "x")
     ya, yb = clamp_range(y0, y1, ny, "y")
     za, zb = clamp_range(z0, z1, nz, "channel")
-    kernels = ctx.kernels("noise")
+    kernels = ctx.compiled("noise") or ctx.kernels("noise")  # CPU: selection, threads over channels
     plane_bytes = 4 * (xb - xa + 1) * (yb - ya + 1)
     mads: list[np.ndarray] = []
     medians: list[np.ndarray] = []
@@ -51,4 +51,5 @@ def channel_noise(ctx: JobContext, dataset: Dataset, *, x0, x1, y0, y1, z0, z1) 
         "region": {"x0": xa, "x1": xb, "y0": ya, "y1": yb},
         "blank_fraction": blanks / count if count else 0.0,
         "computed_on": "gpu" if ctx.on_gpu else "cpu",
+        "kernel": "cupy" if ctx.on_gpu else "numpy" if kernels.__name__ == "cpu_fallback.noise" else "select",
     }

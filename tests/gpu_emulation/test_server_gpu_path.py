@@ -31,7 +31,7 @@ NZ, NY, NX = 24, 14, 16
 #: Requests named other than their operation (``moment_casa`` is the moment operation's CASA convention).
 OPERATION_OF = {"moment_casa": "moment"}
 #: Keys not compared: ids, paths, timings, and where the work ran (``computed_on``, ``contour_tracing``).
-_IGNORED = ("_id", "path", "time", "elapsed", "computed_on", "contour_tracing", "cache", "url")
+_IGNORED = ("_id", "path", "time", "elapsed", "computed_on", "kernel", "contour_tracing", "cache", "url")
 
 
 def _cube(seed: int) -> np.ndarray:

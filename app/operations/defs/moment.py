@@ -52,6 +52,7 @@ class MomentResponse(ArrayPayload):
     bunit: str = Field("", description="The cube's BUNIT.")
     threshold_used: float | None = Field(None, description="Mask threshold applied (data unit), null for none.")
     output_path: str | None = Field(None, description="Path of the saved FITS map when `save` was true.")
+    kernel: str | None = Field(None, description="`numba` (compiled CPU), `numpy` (CPU oracle) or `cupy` (GPU).")
 
 
 def _pix_range(values: list[float] | float | None, name: str) -> tuple[float, ...] | None:

@@ -1,0 +1,57 @@
+"""Run a compiled per-spectrum kernel over the stored FITS data in y-slabs (CPU, no conversion).
+
+The compiled CPU kernels (:mod:`cpu_fallback.compiled`) read the memmap as stored (byte order,
+BSCALE/BZERO/BLANK applied inside the kernel), so a slab is a *view* of the file
+(:meth:`~app.io.fits_reader.CubeSource.read_raw`), not a float32 copy. The slabs only give
+progress and cancellation points; their size follows the chunk budget at the stored item size,
+and every slab holds at least a few rows per thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from app.compute.chunking import y_slabs
+from app.compute.dispatch import JobContext
+from app.io.fits_reader import CubeSource, RawBlock
+
+RawCompute = Callable[[RawBlock], dict[Any, np.ndarray]]
+
+
+def map_over_raw_slabs(
+    ctx: JobContext, source: CubeSource, z: slice, compute: RawCompute, *, rows: slice | None = None
+) -> dict[Any, np.ndarray]:
+    """Apply ``compute(raw_block) -> {name: (rows, nx) map}`` to every y-slab and assemble full maps.
+
+    Parameters
+    ----------
+    ctx
+        The job context (chunk budget, progress, cancellation).
+    source
+        The cube's block reader.
+    z
+        Channel range (a slice with step 1).
+    compute
+        Compiled kernel call on a :class:`~app.io.fits_reader.RawBlock` (a view of the file).
+    rows
+        Restrict to these rows (step 1); the maps then have ``rows`` rows.
+    """
+    nz = len(range(*z.indices(source.shape[0])))
+    _, ny_full, nx = source.shape
+    y0, y1, _ = (rows or slice(None)).indices(ny_full)
+    ny = y1 - y0
+    itemsize = float(source.raw.dtype.itemsize)
+    slabs = y_slabs((nz, ny, nx), max(ctx.chunk_bytes, int(16 * nz * nx * itemsize)), bytes_per_voxel=itemsize)
+    out: dict[Any, np.ndarray] = {}
+    for i, ys in enumerate(slabs):
+        ctx.check_cancelled()
+        block = source.read_raw(z=z, y=slice(y0 + ys.start, y0 + ys.stop))
+        for key, part in compute(block).items():
+            if key not in out:
+                out[key] = np.empty((ny, nx), dtype=part.dtype)
+            out[key][ys] = part
+        ctx.progress((i + 1) / len(slabs))
+    return out

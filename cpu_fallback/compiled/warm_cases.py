@@ -1,0 +1,31 @@
+"""The warm-up calls: every compiled kernel on tiny inputs of the common stored types.
+
+Stored types warmed: big-endian float32 (FITS ``BITPIX = -32``, the fused read), native float32
+(in-memory cubes) and big-endian int16 with BSCALE/BZERO/BLANK (``BITPIX = 16``, the decoded-row
+read). Other types (``BITPIX`` 8, 32, 64, -64) compile on first use and are cached on disk too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def default_cases() -> list[Callable[[], object]]:
+    """Zero-argument calls that compile (or load) every kernel specialisation worth warming."""
+    from cpu_fallback.compiled import moments_casa, moments_ref, noise  # noqa: PLC0415
+
+    nz, ny, nx = 4, 2, 3
+    v = np.linspace(-1.0, 1.0, nz)
+    w = np.ones(nz)
+    base = np.arange(nz * ny * nx, dtype=np.float32).reshape(nz, ny, nx)
+    cubes = [(base.astype(">f4"), {}), (base, {}), (base.astype(">i2"), {"bscale": 2.0, "bzero": 1.0, "blank": -1})]
+    cases: list[Callable[[], object]] = []
+    for cube, scaling in cubes:
+        cases.append(lambda c=cube, s=scaling: moments_ref.moment_maps_raw(
+            c, v, w, orders=sorted(moments_ref.COMPILED_ORDERS), **s))
+        cases.append(lambda c=cube, s=scaling: moments_casa.casa_moment_maps_raw(
+            c, v, w, moments=sorted(moments_casa.COMPILED_MOMENTS), **s))
+    cases.append(lambda: noise.channel_mad(base))
+    return cases
