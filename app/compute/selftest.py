@@ -85,6 +85,10 @@ def selftest_cases(cube: np.ndarray, v: np.ndarray, w: np.ndarray) -> dict[str, 
         "pv": [Case("pv_box_sample", (cube, sx, sy, nx_, ny_), {"width_pixels": 3})],
         "moments": [Case("moment_maps", (cube, v, w), {"orders": (0, 1, 2, 3, 4, 5, 6, 8, 10), "threshold": 0.1})],
         "casa_moments": [Case("casa_moment_maps", (cube, v, w), {"moments": (-1, 0, 1, 2, 5, 6, 7, 8, 9, 10, 11)})],
+        "moment_errors": [
+            Case("moment_sigma_maps", (cube, v, w, np.linspace(0.01, 0.03, cube.shape[0])), {"threshold": 0.1}),
+            Case("moment_sigma_maps", (cube, v, w, 0.02), {"include": (0.05, 10.0), "dispersion": True}),
+        ],
         "stats": [Case("region_stats", (cube,))],
         "region_flux": [Case("channel_sums", (cube,))],
         "linewidth": [
