@@ -75,6 +75,5 @@ def moment_sigma_maps(
         Bad shapes or dtype, non-finite coordinates/widths, negative or non-finite noise,
         both pixel ranges.
     """
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        return sigma_maps(np, cube, coords, widths, noise, threshold=threshold, include=include,
-                          exclude=exclude, dispersion=dispersion)
+    return sigma_maps(np, cube, coords, widths, noise, threshold=threshold, include=include, exclude=exclude,
+                      dispersion=dispersion)

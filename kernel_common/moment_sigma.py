@@ -99,6 +99,8 @@ def sigma_maps(
         y1 = min(ny, y0 + rows)
         x = xp.asarray(cube[:, y0:y1, :], dtype=xp.float64).reshape(nz, -1)
         keep = keep_mask(xp, x, threshold, inc, exc)
-        for k, val in sigma_tile(xp, x, u, wd, sd, keep, dispersion).items():
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN/inf masked below
+            tile = sigma_tile(xp, x, u, wd, sd, keep, dispersion)
+        for k, val in tile.items():
             out[k][y0:y1] = val.reshape(y1 - y0, nx)
     return out

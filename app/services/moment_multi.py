@@ -69,7 +69,7 @@ def channel_sigma(ctx: JobContext, dataset: Dataset, params: mom.MomentParams) -
     if not good.any():
         raise InvalidRequest("Cannot estimate the noise: no channel has 2 finite pixels.")
     sigma[~good] = float(np.median(sigma[good]))
-    return sigma, "estimated: 1.4826·MAD of all finite pixels per channel"
+    return sigma, "estimated: 1.4826*MAD of all finite pixels per channel"
 
 
 def compute_maps(
