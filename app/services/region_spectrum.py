@@ -100,7 +100,13 @@ def parse_regions(dataset: Dataset, text: str, fmt: str | None) -> list[RegionMa
                 raise InvalidRequest(f"Region {i} is in sky coordinates but the dataset has no celestial WCS.")
             region = region.to_pixel(celestial)
         try:
+            box = region.bounding_box
+            if box.shape[0] * box.shape[1] > 4 * ny * nx + 1_000_000:  # to_mask allocates the whole box
+                raise InvalidRequest(f"Region {i} ({shape}) is far larger than the image ({box.shape[1]} × "
+                                     f"{box.shape[0]} pixels).")
             image = np.asarray(region.to_mask(mode="center").to_image((ny, nx)), dtype=bool)
+        except InvalidRequest:
+            raise
         except Exception as exc:  # noqa: BLE001  (points, text and lines have no area)
             raise InvalidRequest(f"Region {i} ({shape}) has no area: {exc}") from None
         if image is None or not image.any():

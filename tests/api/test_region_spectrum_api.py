@@ -91,6 +91,7 @@ def test_blank_region_gives_null_mean(client, cube) -> None:  # noqa: ANN001
 
 @pytest.mark.parametrize(("text", "message"), [
     ("image\ncircle(500,500,3)", "covers no pixel"),
+    ("image\ncircle(5,5,1e9)", "far larger than the image"),
     ("image\npoint(5,5)", "no area"),
     ("this is not a region", "unable to parse line"),
     ("image\ncircle(5,5,2)\nbogus(1,2)", "unable to parse line"),
