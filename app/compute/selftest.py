@@ -73,6 +73,7 @@ def selftest_inputs(cube: np.ndarray, v: np.ndarray, w: np.ndarray) -> dict[str,
         "filled_cube": np.nan_to_num(cube, nan=0.0), "cube_pair": [cube, cube[::-1].copy()],
         "plane": plane, "planes": plane[None],
         "mean_plane": np.nan_to_num(cube, nan=0.0).mean(axis=0, dtype=np.float64),
+        "channel_noise": np.linspace(0.01, 0.03, cube.shape[0]), "noise": 0.02,
     }
 
 

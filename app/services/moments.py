@@ -52,6 +52,9 @@ class MomentParams:
     exclude: tuple[float, ...] | None
     rest_freq_hz: float | None
     velocity_convention: str | None = None
+    orders: tuple[int, ...] | None = None  # several maps in one pass (app/services/moment_multi.py)
+    uncertainty: bool = False  # also the propagated 1σ maps of orders 0-2
+    noise_rms: float | None = None  # σ per channel for the uncertainty (data unit); None: estimated
 
 
 def moment_unit(order: int, convention: str, bunit: str, spec_unit: str) -> str:
@@ -191,6 +194,11 @@ def moment_header(dataset: Dataset, params: MomentParams, unit: str, axis: Spect
 def moment_product(ctx: JobContext, dataset: Dataset, params: MomentParams, *, save: bool, output_dir: Path,
                    compression: str, resident=None) -> dict[str, Any]:
     """Compute the map and build the response (optionally writing the FITS product)."""
+    if params.orders is not None or params.uncertainty:
+        from app.services.moment_multi import multi_product  # noqa: PLC0415
+
+        return multi_product(ctx, dataset, params, save=save, output_dir=output_dir, compression=compression,
+                             resident=resident)
     data, kernel = _moment(ctx, dataset, params, resident)
     if not np.isfinite(data).any():
         raise InvalidRequest("No valid voxels found for the selected moment parameters.")

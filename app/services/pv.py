@@ -18,8 +18,9 @@ from app.compute.chunking import channel_blocks
 from app.compute.dispatch import JobContext
 from app.errors import InvalidRequest
 from app.io.spectral import spectral_axis
-from app.services.cube_reads import require_cube
+from app.services.cube_reads import clamp_range, require_cube
 from app.services.encoding import encode_array
+from app.services.pv_binning import bin_mean
 from app.services.pv_path import PvPath, polyline_samples
 from app.services.sessions import Dataset
 from kernel_common.views import finite_range
@@ -67,17 +68,23 @@ def _bbox(path: PvPath, width: int, ny: int, nx: int) -> tuple[slice, slice]:
 
 def pv_diagram(ctx: JobContext, dataset: Dataset, *, vertices_px: np.ndarray, width_pixels: int,
                compression: str, resident=None, rest_freq_hz: float | None = None,
-               velocity_convention: str | None = None) -> dict[str, Any]:
+               velocity_convention: str | None = None, channel_start: int | None = None,
+               channel_end: int | None = None, spatial_bin: int = 1, spectral_bin: int = 1) -> dict[str, Any]:
     """Sample the cube along the path; see the module docstring for the rules.
 
     ``spectral_values`` are in km/s when the axis is a velocity axis or a rest frequency is known
     (``rest_freq_hz`` overrides the header's), else in Hz (or m); ``velocity_convention`` as in
-    :func:`app.io.spectral.spectral_axis`.
+    :func:`app.io.spectral.spectral_axis`. Only channels ``channel_start..channel_end``
+    (inclusive, clamped; default all) are read. ``spectral_bin`` consecutive rows and
+    ``spatial_bin`` consecutive columns are then averaged (mean of the finite values,
+    :func:`app.services.pv_binning.bin_mean`), and so are their coordinates and positions.
     """
     if width_pixels < 1:
         raise InvalidRequest("width_pixels must be >= 1.")
     source = require_cube(dataset)
-    nz, ny, nx = source.shape
+    nz_full, ny, nx = source.shape
+    c0, c1 = clamp_range(channel_start, channel_end, nz_full, "channel")
+    nz = c1 - c0 + 1
     try:
         path = polyline_samples(vertices_px)
     except ValueError as exc:
@@ -87,14 +94,17 @@ def pv_diagram(ctx: JobContext, dataset: Dataset, *, vertices_px: np.ndarray, wi
     sx, sy = path.sample_x - xs.start, path.sample_y - ys.start
     cube = resident() if (ctx.on_gpu and resident is not None) else None
     if cube is not None:
-        data = to_host(kernels.pv_box_sample(cube[:, ys, xs], sx, sy, path.normal_x, path.normal_y,
+        import cupy  # noqa: PLC0415
+
+        box = cupy.ascontiguousarray(cube[c0:c1 + 1, ys, xs])  # the raw kernel needs a C-contiguous box
+        data = to_host(kernels.pv_box_sample(box, sx, sy, path.normal_x, path.normal_y,
                                              width_pixels=width_pixels))  # sync
     else:
         plane_bytes = 4 * (ys.stop - ys.start) * (xs.stop - xs.start)
         parts = []
         blocks = channel_blocks(nz, plane_bytes, ctx.chunk_bytes)
         for i, zs in enumerate(blocks):
-            block = source.read(z=zs, y=ys, x=xs)
+            block = source.read(z=slice(c0 + zs.start, c0 + zs.stop), y=ys, x=xs)
             if ctx.on_gpu:
                 import cupy  # noqa: PLC0415
 
@@ -103,17 +113,21 @@ def pv_diagram(ctx: JobContext, dataset: Dataset, *, vertices_px: np.ndarray, wi
                                                        width_pixels=width_pixels)))  # sync
             ctx.progress((i + 1) / len(blocks))
         data = np.concatenate(parts, axis=0)
+    data = bin_mean(data, (spectral_bin, spatial_bin))
     valid = int(np.count_nonzero(np.isfinite(data)))
     if valid == 0:
         raise InvalidRequest("No valid data found along the PV cut.")
     scale = pixel_scale_arcsec(dataset)
-    axis = spectral_axis(dataset.handle.wcs_info, nz, rest_freq_hz=rest_freq_hz,
+    axis = spectral_axis(dataset.handle.wcs_info, nz_full, rest_freq_hz=rest_freq_hz,
                          velocity_convention=velocity_convention)
     lo, hi = finite_range(data)
     info = dataset.info
-    positions = path.positions_px.astype(np.float32)
+    positions = bin_mean(path.positions_px.astype(np.float64), (spatial_bin,)).astype(np.float32)
+    coords = bin_mean(np.asarray(axis.coords[c0:c1 + 1], dtype=np.float64), (spectral_bin,))
+    rows, cols = data.shape
     return {
-        "num_samples": path.num_samples, "depth": nz, "rows": nz, "cols": path.num_samples,
+        "num_samples": cols, "depth": rows, "rows": rows, "cols": cols,
+        "channel_start": c0, "channel_end": c1, "spatial_bin": spatial_bin, "spectral_bin": spectral_bin,
         "scalar_type": "float32", "computed_on": "gpu" if ctx.on_gpu else "cpu",
         "sampling": "box (mean of finite pixels across the path, one-pixel steps)",
         "width_pixels": width_pixels, "vertex_count": path.vertex_count,
@@ -122,7 +136,7 @@ def pv_diagram(ctx: JobContext, dataset: Dataset, *, vertices_px: np.ndarray, wi
         "valid_samples": valid, "range_min": lo, "range_max": hi,
         "pixel_scale_arcsec_per_pixel": scale, "spatial_unit": "arcsec" if scale else "pixel",
         "spectral_axis_type": info.get("spectral_axis_type", ""), **axis.describe(),
-        "spectral_values": axis.coords.tolist(),
+        "spectral_values": coords.tolist(),
         "bunit": info.get("bunit", ""), "beam_major": info.get("beam_major"),
         "beam_minor": info.get("beam_minor"), "beam_pa": info.get("beam_pa"),
         "compression": compression,

@@ -29,7 +29,7 @@ from tests.gpu_emulation.device_array import STATS
 
 NZ, NY, NX = 24, 14, 16
 #: Requests named other than their operation (``moment_casa`` is the moment operation's CASA convention).
-OPERATION_OF = {"moment_casa": "moment"}
+OPERATION_OF = {"moment_casa": "moment", "moment_orders": "moment", "pv_range_bin": "pv"}
 #: Keys not compared: ids, paths, timings, and where the work ran (``computed_on``, ``contour_tracing``).
 _IGNORED = ("_id", "path", "time", "elapsed", "computed_on", "kernel", "contour_tracing", "cache", "url")
 
@@ -91,7 +91,13 @@ def _requests(client: TestClient, files: Path) -> dict[str, tuple[str, dict[str,
         "moment": ("/v1/products/moment", {"dataset_id": ds, "order": 1, "channel_start": 2, "channel_end": 21}, h),
         "moment_casa": ("/v1/products/moment", {"dataset_id": ds, "order": 2, "convention": "casa"}, h),
         "pv": ("/v1/cube/pv", {"dataset_id": ds, "vertices": [[1, 2], [14, 11]], "width_pixels": 3}, h),
+        "moment_orders": ("/v1/products/moment", {"dataset_id": ds, "orders": [0, 1, 2, 8], "uncertainty": True,
+                                                  "channel_start": 2, "channel_end": 21}, h),
+        "pv_range_bin": ("/v1/cube/pv", {"dataset_id": ds, "vertices": [[1, 2], [14, 11]], "channel_start": 3,
+                                         "channel_end": 17, "spectral_bin": 2, "spatial_bin": 3}, h),
         "linewidth": ("/v1/spectral/linewidth", {"dataset_id": ds}, h),
+        "region_spectrum": ("/v1/cube/region_spectrum", {"dataset_id": ds, "regions": "image\ncircle(8,7,4)\n"
+                                                         "box(12,5,6,4,30)"}, h),
         "baseline": (f"/v1/spectral/baseline/{sid}/{ds}", {"session_id": sid, "dataset_id": ds, "poly_order": 1,
                                                            "method": "polynomial",
                                                            "line_free_channels": [[0, 4], [19, 23]]}, {}),

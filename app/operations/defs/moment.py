@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from app.compute.capabilities import Capability
 from app.errors import InvalidRequest
@@ -34,7 +34,29 @@ class MomentRequest(DatasetRequest):
     rest_freq_hz: float | None = Field(None, description="Rest frequency (Hz); wins over the header's RESTFRQ.")
     velocity_convention: str | None = Field(
         None, description="`radio` (default), `optical` or `relativistic`: velocity from frequency/wavelength.")
-    save: bool = Field(False, description="Also write the map as FITS into the output directory.")
+    save: bool = Field(False, description="Also write the map as FITS into the output directory "
+                                          "(several orders or σ maps: one multi-extension FITS).")
+    orders: list[int] | None = Field(
+        None, description="Several orders in one pass over the cube (either convention), e.g. `[0, 1, 2, 8]`; "
+                          "answered in `maps` (the first order also at the top level). Not with `order`.")
+    uncertainty: bool = Field(
+        False, description="Also return propagated 1σ maps (`sigma_base64`) of orders 0, 1, 2 (bettermoments "
+                           "formulas); noise = `rms` (data unit) if given, else 1.4826·MAD of every channel.")
+
+
+class MomentMap(BaseModel):
+    """One map of a multi-order answer."""
+
+    order: int = Field(description="Moment order (in the request's convention).")
+    moment_name: str = Field(description="What the order means.")
+    moment_unit: str = Field(description="Unit of the map (and of its σ map).")
+    range_min: float | None = Field(None, description="Smallest finite value (`moment_unit`); null when none.")
+    range_max: float | None = Field(None, description="Largest finite value (`moment_unit`); null when none.")
+    data_base64: str = Field(description="Base64 of little-endian float32, `height × width`, row 0 first.")
+    sigma_base64: str | None = Field(None, description="Propagated 1σ map (same layout and unit); orders 0-2 "
+                                                       "with `uncertainty`, else null.")
+    sigma_range_min: float | None = Field(None, description="Smallest finite σ (`moment_unit`).")
+    sigma_range_max: float | None = Field(None, description="Largest finite σ (`moment_unit`).")
 
 
 class MomentResponse(ArrayPayload):
@@ -53,6 +75,12 @@ class MomentResponse(ArrayPayload):
     threshold_used: float | None = Field(None, description="Mask threshold applied (data unit), null for none.")
     output_path: str | None = Field(None, description="Path of the saved FITS map when `save` was true.")
     kernel: str | None = Field(None, description="`numba` (compiled CPU), `numpy` (CPU oracle) or `cupy` (GPU).")
+    orders: list[int] | None = Field(None, description="The orders computed when `orders` was given.")
+    maps: list[MomentMap] | None = Field(None, description="One entry per requested order (`orders` only).")
+    sigma_base64: str | None = Field(None, description="1σ map of the top-level order with `uncertainty`.")
+    noise_per_channel: list[float] | None = Field(
+        None, description="Noise σ_i used per channel of the range (data unit), with `uncertainty`.")
+    noise_source: str | None = Field(None, description="`request` (the given `rms`) or how it was estimated.")
 
 
 def _pix_range(values: list[float] | float | None, name: str) -> tuple[float, ...] | None:
@@ -65,6 +93,19 @@ def _pix_range(values: list[float] | float | None, name: str) -> tuple[float, ..
     return tuple(float(v) for v in items)
 
 
+def _orders(order: int | None, orders: list[int] | None) -> tuple[int, ...] | None:
+    """The `orders` list in request order without repeats (None when not given)."""
+    if orders is None:
+        if order is None:
+            raise InvalidRequest("Missing moment order ('order', 'moment_order' or 'orders').")
+        return None
+    if order is not None:
+        raise InvalidRequest("Give 'order' or 'orders', not both.")
+    if not orders:
+        raise InvalidRequest("'orders' must list at least one moment order.")
+    return tuple(dict.fromkeys(int(k) for k in orders))
+
+
 class Moment(Operation):
     """Moment map over an inclusive channel range (see the order table in the README).
 
@@ -75,7 +116,7 @@ class Moment(Operation):
     name = "moment"
     tag = "products"
     capability = Capability(
-        kernels=("moments", "casa_moments"), tier="heavy", gpu_kernel=True, chunking="y-slab",
+        kernels=("moments", "casa_moments", "moment_errors", "noise"), tier="heavy", gpu_kernel=True, chunking="y-slab",
         bytes_per_voxel=24.0, note="fused single pass, float64 accumulation; CASA numbering via casa_moments",
     )
     Request = MomentRequest
@@ -86,15 +127,18 @@ class Moment(Operation):
         dataset = call.dataset(body.dataset_id)
         source = require_cube(dataset)
         order = body.moment_order if body.moment_order is not None else body.order
-        if order is None:
-            raise InvalidRequest("Missing moment order ('order' or 'moment_order').")
+        orders = _orders(order, body.orders)
+        order = orders[0] if order is None else order
         convention = body.convention.lower()
         if convention not in ("reference", "casa"):
             raise InvalidRequest("convention must be 'reference' or 'casa'.")
         allowed = moments.CASA_ORDERS if convention == "casa" else moments.REFERENCE_ORDERS
-        if order not in allowed:
-            raise InvalidRequest(f"Unsupported moment order {order} for the {convention} convention "
-                                 f"(supported: {', '.join(map(str, allowed))}).")
+        for k in orders or (order,):
+            if k not in allowed:
+                raise InvalidRequest(f"Unsupported moment order {k} for the {convention} convention "
+                                     f"(supported: {', '.join(map(str, allowed))}).")
+        if body.uncertainty and not set(orders or (order,)) & {0, 1, 2}:
+            raise InvalidRequest("uncertainty needs order 0, 1 or 2 among the requested orders.")
         if body.channel_start is not None and body.channel_end is not None and body.channel_start > body.channel_end:
             raise InvalidRequest("Invalid channel range.")
         c0, c1 = clamp_range(body.channel_start, body.channel_end, source.shape[0], "channel")
@@ -107,7 +151,9 @@ class Moment(Operation):
         if include is not None and exclude is not None:
             raise InvalidRequest("Give includepix or excludepix, not both (CASA rule).")
         params = moments.MomentParams(order, convention, c0, c1, threshold if convention == "reference" else None,
-                                      include, exclude, **velocity_options(body))
+                                      include, exclude, **velocity_options(body), orders=orders,
+                                      uncertainty=body.uncertainty,
+                                      noise_rms=float(body.rms) if body.uncertainty and body.rms is not None else None)
         comp = check_compression(body.compression)
         resident = call.resident(dataset)
         output_dir = call.runtime.settings.output_dir

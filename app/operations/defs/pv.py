@@ -5,10 +5,12 @@ from __future__ import annotations
 from pydantic import Field
 
 from app.compute.capabilities import Capability
+from app.errors import InvalidRequest
 from app.io.spectral import velocity_options
 from app.operations.base import Call, Operation, Plan, Route
 from app.operations.models import DatasetRequest, EncodedArray, example
 from app.services import pv
+from app.services.cube_reads import clamp_range, require_cube
 from app.services.encoding import check_compression
 
 
@@ -22,6 +24,12 @@ class PvRequest(DatasetRequest):
     rest_freq_hz: float | None = Field(None, description="Rest frequency (Hz); wins over the header's RESTFRQ.")
     velocity_convention: str | None = Field(
         None, description="`radio` (default), `optical` or `relativistic`: velocity from frequency/wavelength.")
+    channel_start: int | None = Field(None, description="First channel (0-based, inclusive); default 0.")
+    channel_end: int | None = Field(None, description="Last channel (inclusive); default the last one.")
+    spatial_bin: int = Field(1, ge=1, le=4096, description="Average this many consecutive positions (columns; "
+                                                           "mean of finite values, last bin may be partial).")
+    spectral_bin: int = Field(1, ge=1, le=4096, description="Average this many consecutive channels (rows; "
+                                                            "mean of finite values, last bin may be partial).")
 
 
 class PvResponse(EncodedArray):
@@ -36,7 +44,11 @@ class PvResponse(EncodedArray):
     positions_base64: str = Field(description="Position of each column along the path (pixels, float32).")
     positions_arcsec_base64: str = Field(description="Position of each column along the path (arcsec, float32).")
     spectral_axis_unit: str = Field(description="Unit of `spectral_values` (km/s for velocity axes).")
-    spectral_values: list[float] = Field(description="Spectral coordinate of each row.")
+    spectral_values: list[float] = Field(description="Spectral coordinate of each row (bin mean when binned).")
+    channel_start: int = Field(0, description="First channel used (inclusive).")
+    channel_end: int = Field(0, description="Last channel used (inclusive).")
+    spatial_bin: int = Field(1, description="Positions averaged per column.")
+    spectral_bin: int = Field(1, description="Channels averaged per row.")
 
 
 class PositionVelocity(Operation):
@@ -59,9 +71,14 @@ class PositionVelocity(Operation):
         comp = check_compression(body.compression)
         vertices = pv.path_vertices(dataset, vertices=body.vertices, points_ra_dec=body.points_ra_dec)
         velocity = velocity_options(body)
+        if body.channel_start is not None and body.channel_end is not None and body.channel_start > body.channel_end:
+            raise InvalidRequest("Invalid channel range.")
+        c0, c1 = clamp_range(body.channel_start, body.channel_end, require_cube(dataset).shape[0], "channel")
+        ranges = {"channel_start": c0, "channel_end": c1, "spatial_bin": body.spatial_bin,
+                  "spectral_bin": body.spectral_bin}
         params = {"vertices": vertices.round(9).tolist(), "width": body.width_pixels, "compression": comp,
-                  **velocity}
+                  **velocity, **ranges}
         resident = call.resident(dataset)
         return Plan([dataset], params, job=lambda ctx: pv.pv_diagram(
             ctx, dataset, vertices_px=vertices, width_pixels=body.width_pixels, compression=comp,
-            resident=resident(ctx), **velocity))
+            resident=resident(ctx), **velocity, **ranges))
