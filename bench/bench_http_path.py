@@ -7,6 +7,9 @@ FastAPI's in-process test client with the product cache off, so every request ru
 path: validation, planning, dispatch, the kernels over the FITS memmap, encoding and the JSON
 answer. Checkouts alternate per round so machine load hits both alike; each figure is the median
 of the rounds. Used to check that the operation registry (issue 10) did not slow requests.
+The compiled kernels' background warm-up is switched off (``VISIVO_COMPILED_WARMUP=0``): the
+untimed first request of each kind loads them, so timings are of a warmed server, not of the
+warm-up thread competing for the two cores.
 Figures go to ``bench/RESULTS.md`` (section ``## Request path (issue 10)``).
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -99,7 +103,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, tree in trees.items():
                 out = subprocess.run([sys.executable, "-c", DRIVER, str(tree), work, str(cube), str(args.repeat),
-                                      json.dumps(REQUESTS)], capture_output=True, text=True, check=True, cwd=tree)
+                                      json.dumps(REQUESTS)], capture_output=True, text=True, check=True, cwd=tree,
+                                     env={**os.environ, "VISIVO_COMPILED_WARMUP": "0"})
                 for label, seconds in json.loads(out.stdout.strip().splitlines()[-1]).items():
                     results[name].setdefault(label, []).append(seconds)
     rows = []
@@ -113,7 +118,7 @@ def main() -> None:
     if not args.no_write:
         body = (f"{machine_markdown(machine_description())}\n\nCommand: `{command_line()}`\n\n"
                 f"Median over {args.rounds} alternating rounds of the best of {args.repeat} requests "
-                "(product cache off; in-process test client).\n\n"
+                "(product cache off; in-process test client; compiled-kernel warm-up off, first request untimed).\n\n"
                 f"{table}\n")
         replace_section("Request path (issue 10)", body)
 

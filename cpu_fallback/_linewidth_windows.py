@@ -2,6 +2,9 @@
 
 Part of :mod:`cpu_fallback.linewidth` (module notes there: steps 3-5 and the vectorisation);
 split out to keep modules small.
+
+CPU-only by design: a private helper module of the NumPy tree (no twin in ``gpu_kernels``, which
+runs this step inside its own kernel); nothing outside ``cpu_fallback`` imports it.
 """
 
 from __future__ import annotations
