@@ -75,7 +75,8 @@ class Moment(Operation):
     tag = "products"
     capability = Capability(
         kernels=("moments", "casa_moments"), tier="heavy", gpu_kernel=True, chunking="y-slab",
-        bytes_per_voxel=24.0, note="fused single pass, float64 accumulation; CASA numbering via casa_moments",
+        bytes_per_voxel=24.0, distributable=True,
+        note="fused single pass, float64 accumulation; CASA numbering via casa_moments",
     )
     Request = MomentRequest
     Response = MomentResponse
