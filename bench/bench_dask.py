@@ -1,0 +1,116 @@
+"""The distributed lane: moment maps locally vs on a LocalCluster of 1 and 2 worker processes (issue 15).
+
+A deterministic 512×512×256 float32 cube (256 MiB, :func:`bench.common.synthetic_cube`) is written
+to a temporary FITS file; the moment map is computed by the server's job code
+(:func:`app.services.moments.compute_moment`) three ways: in this process (the local path), and
+with the job's tiles sent to a ``dask.distributed`` LocalCluster of 1, then 2 worker processes
+(one thread each), the workers reading their y-slabs from the file by path. Every distributed map
+is checked bit-identical to the local one. Timings are the best of ``--repeat`` runs, the file in
+the page cache (one warm-up run first).
+
+Run: ``python -m bench.bench_dask`` (figures go to the ``## Dask lane (issue 15)`` section of
+``bench/RESULTS.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import (
+    best_of,
+    command_line,
+    fmt_s,
+    fmt_x,
+    machine_description,
+    machine_markdown,
+    markdown_table,
+    ratio,
+    replace_section,
+    synthetic_cube,
+    synthetic_header_cards,
+    write_fits_cube,
+)
+
+SECTION = "Dask lane (issue 15)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="256,512,512", help="nz,ny,nx of the cube")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--chunk-mb", type=int, default=64, help="chunk budget (VISIVO_CHUNK_MEGABYTES)")
+    args = parser.parse_args()
+    from distributed import LocalCluster  # noqa: PLC0415
+
+    from app.compute.backend import select_backend  # noqa: PLC0415
+    from app.compute.dask_lane import DaskLane  # noqa: PLC0415
+    from app.compute.dispatch import JobContext  # noqa: PLC0415
+    from app.io.fits_reader import open_fits_image  # noqa: PLC0415
+    from app.operations.defs.moment import Moment  # noqa: PLC0415
+    from app.services.moments import MomentParams, compute_moment  # noqa: PLC0415
+    from app.services.sessions import Dataset  # noqa: PLC0415
+
+    shape = tuple(int(n) for n in args.shape.split(","))
+    desc = machine_description()
+    backend = select_backend("cpu")
+    cases = [("reference", 0), ("reference", 2), ("casa", 3)]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cube.fits"
+        write_fits_cube(path, synthetic_cube(shape), synthetic_header_cards(shape))
+        image = open_fits_image(path)
+        dataset = Dataset("ds_bench", "s", path, "cube", image, {})
+
+        def run(params: MomentParams, lane: DaskLane | None) -> np.ndarray:
+            ctx = JobContext(backend, None, args.chunk_mb << 20, capability=Moment.capability)
+            ctx.cluster = lane
+            return compute_moment(ctx, dataset, params)
+
+        timings: dict[tuple[str, int], dict[str, float]] = {c: {} for c in cases}
+        reference: dict[tuple[str, int], np.ndarray] = {}
+        for convention, order in cases:
+            params = MomentParams(order, convention, 0, shape[0] - 1, None, None, None, None)
+            run(params, None)
+            timings[(convention, order)]["local"], reference[(convention, order)] = best_of(
+                lambda params=params: run(params, None), args.repeat)
+        for workers in (1, 2):
+            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                              dashboard_address="127.0.0.1:0", scheduler_port=0) as cluster:
+                lane = DaskLane(cluster.scheduler_address)
+                try:
+                    for convention, order in cases:
+                        params = MomentParams(order, convention, 0, shape[0] - 1, None, None, None, None)
+                        run(params, lane)
+                        seconds, out = best_of(lambda params=params, lane=lane: run(params, lane), args.repeat)
+                        assert out.tobytes() == reference[(convention, order)].tobytes(), (convention, order)
+                        timings[(convention, order)][f"dask{workers}"] = seconds
+                finally:
+                    lane.close()
+        image.close()
+    for (convention, order), t in timings.items():
+        rows.append([f"{convention} {order}", fmt_s(t["local"]), fmt_s(t["dask1"]), fmt_s(t["dask2"]),
+                     fmt_x(ratio(t["dask1"], t["dask2"])), fmt_x(ratio(t["dask1"], t["local"]))])
+    slab_rows = max(1, int((args.chunk_mb << 20) // (shape[0] * shape[2] * 16)))
+    tiles = -(-shape[1] // slab_rows)
+    body = "\n".join([
+        f"Command: `{command_line()}`", "", machine_markdown(desc), "",
+        f"Cube {shape[2]}×{shape[1]}×{shape[0]} float32 ({4 * np.prod(shape) / 2**20:.0f} MiB) on local disk, "
+        f"page-cached; chunk budget {args.chunk_mb} MiB → {tiles} y-slab tiles of {slab_rows} rows. Best of "
+        f"{args.repeat} after a warm-up. *local*: the job in the server process; *dask N*: LocalCluster of N "
+        "worker processes × 1 thread, the workers reading their tiles from the file. Every distributed map was "
+        "bit-identical to the local one.", "",
+        markdown_table(["moment", "local", "dask 1 worker", "dask 2 workers", "speed-up 1→2 workers",
+                        "dask 1 worker / local"], rows),
+        "", "The machine has 2 cores shared with other jobs (see the load average): the 2-worker figure is "
+        "bounded by the cores actually free.",
+    ])
+    replace_section(SECTION, body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
