@@ -7,7 +7,9 @@ Every distributed answer is compared with the local path's answer on the same fi
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -226,6 +228,32 @@ def test_worker_cannot_see_the_path(clients, root: Path) -> None:
         answer = dist.post(route, json={"dataset_id": ds, **body}).json()
         assert answer["valid"] is False
         assert str(path) in answer["error"] and "Dask worker tcp://" in answer["error"], answer["error"]
+
+
+def test_worker_killed_mid_job_does_not_change_the_answer(cluster: LocalCluster, root: Path) -> None:
+    """SIGKILL one worker process once the first tile is in: its tiles are recomputed on the other
+    worker (or on the nanny's restarted one) and every tile's answer equals the local read."""
+    lane = DaskLane(cluster.scheduler_address)
+    try:
+        tile, reads, image = _tiles(root / "data" / "synthetic.fits")
+        victim = max(lane.client.run(os.getpid).values())
+        ctx = _context()
+        killed: list[int] = []
+
+        def kill_once(fraction: float) -> None:
+            if not killed:
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+
+        ctx._progress = kill_once
+        sums = lane.map_tiles(ctx, tile, reads, slow_row_sums)
+        assert killed == [victim]
+        expected = [row_sums(image.source.read(z=z, y=y, x=x)) for z, y, x in reads]
+        image.close()
+        assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(sums, expected, strict=True))
+        lane.client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker for the next tests
+    finally:
+        lane.close()
 
 
 def test_unreachable_scheduler_is_a_clear_error(root: Path, caplog: pytest.LogCaptureFixture) -> None:
