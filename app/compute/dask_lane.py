@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -165,23 +166,26 @@ class DaskLane:
         A worker's exception (e.g. :class:`WorkerCannotRead`, a kernel's ``ValueError``) is
         re-raised as is.
         """
-        from distributed import wait  # noqa: PLC0415
-
         futures = [self.client.submit(run_tile, tile, z, y, x, compute, pure=False) for z, y, x in reads]
         position = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(futures)
         pending = list(futures)
+        wake = threading.Event()  # set by the futures' done callbacks (no polling exceptions, no reference cycles)
+        for future in futures:
+            future.add_done_callback(lambda _: wake.set())
         try:
             while pending:
                 if ctx.cancel_event.is_set():
                     raise Cancelled()
-                try:
-                    done, not_done = wait(pending, timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
-                except TimeoutError:
+                wake.wait(POLL_SECONDS)
+                wake.clear()
+                done = [f for f in pending if f.done()]
+                if not done:
                     continue
                 for future in done:
                     results[position[future.key]] = future.result()
-                pending = list(not_done)
+                finished = {f.key for f in done}
+                pending = [f for f in pending if f.key not in finished]
                 ctx.progress((len(futures) - len(pending)) / len(futures))
         except BaseException:
             self.client.cancel(futures)

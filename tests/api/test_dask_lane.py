@@ -126,7 +126,16 @@ def test_distributed_moment_independent_reference(clients, root: Path) -> None:
     np.testing.assert_allclose(decode(a, shape=expected.shape), expected, rtol=1e-5, atol=1e-4)
 
 
-def test_distributed_noise_equals_local(clients) -> None:
+def _until(condition) -> bool:  # noqa: ANN001
+    """Poll ``condition()`` for up to ~10 s (no timing is asserted, only that it becomes true)."""
+    for _ in range(100):
+        if condition():
+            return True
+        threading.Event().wait(0.1)
+    return False
+
+
+def test_distributed_noise_equals_local(clients, cluster: LocalCluster) -> None:
     dist_ds, local_ds = _pair(clients, NGC)
     a = clients[0].post("/v1/cube/noise", json={"dataset_id": dist_ds}).json()
     b = clients[1].post("/v1/cube/noise", json={"dataset_id": local_ds}).json()
@@ -135,6 +144,8 @@ def test_distributed_noise_equals_local(clients) -> None:
         assert a[key] == b[key], key
     assert a["num_channels"] == a["channel_end"] - a["channel_start"] + 1 > 1
     assert any(m is not None and m > 0 for m in a["mad"])
+    # the server releases its tiles once assembled: the cluster keeps none of them in memory
+    assert _until(lambda: not any("run_tile" in str(key) for key in cluster.scheduler.tasks))
 
 
 def test_distributed_linewidth_equals_local(clients, root: Path) -> None:
