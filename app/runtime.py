@@ -14,6 +14,8 @@ from typing import Any
 
 from app.compute.backend import Backend, select_backend
 from app.compute.compiled_cpu import start_compiled_kernels
+from app.compute.dask_lane import ClusterUnavailable, DaskLane
+from app.compute.dask_lane import connect as connect_cluster
 from app.compute.dispatch import Dispatcher, JobContext
 from app.compute.product_cache import ProductCache
 from app.compute.residency import ResidentCubes
@@ -46,6 +48,8 @@ class Runtime:
     hips: HipsService | None = None
     #: The server's SAMP presence (built by :func:`build_runtime`).
     samp: SampService | None = None
+    #: The distributed lane (``VISIVO_DASK_SCHEDULER``), ``None`` when everything runs locally.
+    cluster: DaskLane | None = None
     started_at: float = field(default_factory=time.time)
     version: str = VERSION
 
@@ -75,6 +79,8 @@ class Runtime:
         if self.hips is not None:
             self.hips.close()
         self.sessions.close_all()
+        if self.cluster is not None:
+            self.cluster.close()
 
     @property
     def roots(self) -> tuple:
@@ -115,4 +121,10 @@ def build_runtime(settings: Settings, token: str, backend: Backend | None = None
     )
     runtime.hips = HipsService(HipsConfig.from_settings(settings), runtime.roots)
     runtime.samp = SampService(SampConfig.from_settings(settings), runtime.roots, runtime.sessions)
+    try:
+        runtime.cluster = connect_cluster(settings.dask_scheduler, fallback=settings.dask_fallback,
+                                          timeout_s=settings.dask_connect_timeout_seconds)
+    except ClusterUnavailable:
+        runtime.close()
+        raise
     return runtime

@@ -84,6 +84,13 @@ class Settings(BaseSettings):
         "https://cds.unistra.fr/cgi-bin/nph-sesame,https://vizier.cfa.harvard.edu/viz-bin/nph-sesame",
         description="Sesame name-resolver base URLs, comma-separated mirrors; empty disables network lookups.",
     )
+    dask_scheduler: str = Field(
+        "", description="Dask lane: 'tcp://host:8786' (running scheduler), 'local' or 'local:N' (LocalCluster)."
+    )
+    dask_fallback: Literal["", "local"] = Field(
+        "", description="'local': an unreachable Dask scheduler is logged and work runs locally."
+    )
+    dask_connect_timeout_seconds: float = Field(10.0, gt=0, description="Wait for the Dask scheduler at start-up.")
 
     @field_validator("output_dir", "token_file", "samp_lockfile_dir", mode="after")
     @classmethod

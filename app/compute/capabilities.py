@@ -40,6 +40,9 @@ class Capability:
         Working memory per input voxel of one chunk beyond the input itself (estimate).
     note
         One line for ``/v1/health``.
+    distributable
+        With ``VISIVO_DASK_SCHEDULER`` set, the job's tiles run as Dask tasks on the cluster
+        (:mod:`app.compute.dask_lane`).
     """
 
     kernels: tuple[str, ...]
@@ -49,6 +52,7 @@ class Capability:
     chunking: str = "none"
     bytes_per_voxel: float = 4.0
     note: str = ""
+    distributable: bool = False
 
     def __post_init__(self) -> None:
         if not self.gpu_kernel and not self.no_gpu_reason:
@@ -73,5 +77,6 @@ class Capability:
             "module": self.module, "kernels": list(self.kernels), "gpu_kernel": self.gpu_kernel,
             "no_gpu_reason": self.no_gpu_reason, "tier": self.tier, "chunking": self.chunking,
             "bytes_per_voxel": self.bytes_per_voxel, "note": self.note,
+            "distributable": self.distributable,
             "parity_rtol": tol.rtol if tol else None, "parity_atol": tol.atol if tol else None,
         }

@@ -80,6 +80,9 @@ class JobContext:
         self._progress = progress
         self.capability = capability
         self._helpers = helpers
+        #: The distributed lane (:class:`app.compute.dask_lane.DaskLane`) when the executor sends this job's
+        #: tiles to a Dask cluster, else ``None``.
+        self.cluster: Any = None
 
     @property
     def on_gpu(self) -> bool:

@@ -10,16 +10,18 @@ streams the same slabs through the device.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from app.compute.backend import to_host
 from app.compute.chunking import channel_blocks, y_slabs
+from app.compute.dask_lane import TileSource
 from app.compute.dispatch import JobContext
 from app.io.fits_reader import CubeSource
 
 Compute = Callable[[Any], dict[Any, Any]]
+T = TypeVar("T")
 
 
 def upload_cube(source: CubeSource, chunk_bytes: int) -> Any:
@@ -75,6 +77,15 @@ def map_over_slabs(
             return maps
     slabs = y_slabs((nz, ny, nx), ctx.chunk_bytes, bytes_per_voxel=bytes_per_voxel)
     out: dict[Any, np.ndarray] = {}
+    tile = _tile_source(ctx, source)
+    if tile is not None:  # the distributed lane: the same slabs as Dask tasks, read by the workers
+        reads = [(z, slice(y0 + ys.start, y0 + ys.stop), slice(None)) for ys in slabs]
+        for ys, maps in zip(slabs, ctx.cluster.map_tiles(ctx, tile, reads, compute), strict=True):
+            for key, host in maps.items():
+                if key not in out:
+                    out[key] = np.empty((ny, nx) + host.shape[2:], dtype=host.dtype)
+                out[key][ys] = host
+        return out
     for i, ys in enumerate(slabs):
         ctx.check_cancelled()
         block = source.read(z=z, y=slice(y0 + ys.start, y0 + ys.stop))
@@ -89,3 +100,32 @@ def map_over_slabs(
             out[key][ys] = host
         ctx.progress((i + 1) / len(slabs))
     return out
+
+
+def map_over_blocks(
+    ctx: JobContext,
+    source: CubeSource,
+    reads: list[tuple[slice, slice, slice]],
+    compute: Callable[[np.ndarray], T],
+) -> list[T]:
+    """``[compute(source.read(z, y, x)) for (z, y, x) in reads]`` with progress and cancellation.
+
+    ``compute`` gets the host (NumPy) block and must return host values. With the distributed
+    lane each block is one Dask task that reads the block from the file on the worker.
+    """
+    tile = _tile_source(ctx, source)
+    if tile is not None:
+        return ctx.cluster.map_tiles(ctx, tile, reads, compute)
+    results: list[T] = []
+    for i, (z, y, x) in enumerate(reads):
+        ctx.check_cancelled()
+        results.append(compute(source.read(z=z, y=y, x=x)))
+        ctx.progress((i + 1) / len(reads))
+    return results
+
+
+def _tile_source(ctx: JobContext, source: CubeSource) -> TileSource | None:
+    """Where the job's tiles go: a :class:`TileSource` for the Dask lane, or ``None`` to run here."""
+    if getattr(ctx, "cluster", None) is None or ctx.on_gpu:
+        return None
+    return TileSource.of(source)

@@ -63,6 +63,8 @@ class CubeSource:
     bscale: float = 1.0
     bzero: float = 0.0
     blank: int | None = None
+    #: ``(file path, HDU index)`` the data is memory-mapped from (what a Dask worker opens), else ``None``.
+    origin: tuple[str, int] | None = field(default=None, compare=False)
     shape: tuple[int, int, int] = field(init=False)
     _map: tuple[mmap.mmap, int] | None = field(init=False, repr=False, compare=False)
 
@@ -335,6 +337,7 @@ def _open_plain(path: Path, local: Path, *, compressed: bool) -> FitsImage:
         hdul.close()
         raise InvalidRequest(f"Cannot read FITS data of {path.name}: {exc}") from None
     source = _make_source(raw, header, info, scaled_by_astropy=isinstance(hdu, fits.CompImageHDU))
+    source.origin = (str(Path(local).absolute()), index)
     return FitsImage(path, hdul, index, header, info, source, compressed)
 
 

@@ -11,6 +11,7 @@ a device), map a kernel's ``ValueError`` to the API's ``InvalidRequest``, and ca
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,8 @@ async def _run(runtime: Runtime, op: type[Operation], plan: Plan, *, progress: P
     cap = op.capability
     gpu = runtime.backend.runs_on_gpu(cap)
     dispatcher = runtime.dispatcher
+    if cap.distributable and runtime.cluster is not None:  # tiles go to the Dask cluster's (CPU) workers
+        plan, gpu = _on_cluster(plan, runtime.cluster), False
     if plan.parts:
         return await _run_parts(runtime, op, plan, gpu=gpu, progress=progress, cancel_event=cancel_event)
     assert plan.job is not None, f"operation {op.name} planned neither a job nor parts"
@@ -77,6 +80,20 @@ async def _run(runtime: Runtime, op: type[Operation], plan: Plan, *, progress: P
         return await dispatcher.run_heavy(plan.job, cancel_event=cancel_event, progress=progress, gpu=gpu,
                                           capability=cap)
     return await dispatcher.run_interactive_job(plan.job, gpu=gpu, capability=cap)
+
+
+def _on_cluster(plan: Plan, cluster: Any) -> Plan:
+    """The plan with its job (or parts) given the Dask lane on their context (``ctx.cluster``)."""
+
+    def bind(job: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def run(ctx: Any) -> Any:
+            ctx.cluster = cluster
+            return job(ctx)
+
+        return run
+
+    return dataclasses.replace(plan, job=bind(plan.job) if plan.job is not None else None,
+                               parts=[bind(part) for part in plan.parts])
 
 
 async def _run_parts(runtime: Runtime, op: type[Operation], plan: Plan, *, gpu: bool, progress: Progress,

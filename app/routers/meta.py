@@ -39,6 +39,16 @@ class LaneReport(BaseModel):
     completed: int = Field(description="Heavy jobs finished since start-up.")
 
 
+class ClusterReport(BaseModel):
+    """The Dask cluster of the distributed lane (``VISIVO_DASK_SCHEDULER``)."""
+
+    scheduler: str = Field(description="Scheduler address (`tcp://host:port`).")
+    local: bool = Field(description="A LocalCluster started with the server (`local` / `local:N`).")
+    workers: int = Field(description="Workers connected now.")
+    threads: int = Field(description="Worker threads, over every worker.")
+    gpus: int = Field(description="`GPU` resources the workers advertise (`--resources GPU=1`).")
+
+
 class CapabilityRow(BaseModel):
     """One row of the capability table: how an operation runs."""
 
@@ -50,6 +60,7 @@ class CapabilityRow(BaseModel):
     chunking: str = Field(description="`y-slab`, `channel`, `cube` or `none`.")
     bytes_per_voxel: float = Field(description="Working memory per input voxel of a chunk (bytes, estimate).")
     note: str = Field(description="One line about the operation.")
+    distributable: bool = Field(False, description="Its tiles run on the Dask cluster when one is configured.")
     parity_rtol: float | None = Field(description="GPU-vs-CPU relative tolerance of the main kernel module.")
     parity_atol: float | None = Field(description="GPU-vs-CPU absolute tolerance (data unit).")
 
@@ -76,6 +87,7 @@ class HealthResponse(Envelope):
     task_ttl_seconds: float = Field(description="Seconds a finished task is kept (s).")
     uptime_seconds: float = Field(description="Seconds since start-up (s).")
     capabilities: dict[str, CapabilityRow] = Field(description="The capability table: operation name → row.")
+    cluster: ClusterReport | None = Field(None, description="The Dask cluster; null when everything runs locally.")
 
 
 class SessionStats(Envelope):
@@ -131,6 +143,7 @@ async def health(runtime: RuntimeDep):  # noqa: ANN201
         task_ttl_seconds=settings.task_ttl_seconds,
         uptime_seconds=round(time.time() - runtime.started_at, 3),
         capabilities=capability_report(),
+        cluster=runtime.cluster.report() if runtime.cluster is not None else None,
     )
     return respond(HealthResponse, body)
 

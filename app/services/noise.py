@@ -9,6 +9,7 @@ import numpy as np
 from app.compute.backend import to_host
 from app.compute.chunking import channel_blocks
 from app.compute.dispatch import JobContext
+from app.compute.slab_runner import map_over_blocks
 from app.services.cube_reads import clamp_range, require_cube
 from app.services.sessions import Dataset
 from kernel_common.constants import MAD_TO_SIGMA  # σ = MAD / Φ⁻¹(3/4)
@@ -27,22 +28,26 @@ def channel_noise(ctx: JobContext, dataset: Dataset, *, x0, x1, y0, y1, z0, z1) 
     ya, yb = clamp_range(y0, y1, ny, "y")
     za, zb = clamp_range(z0, z1, nz, "channel")
     kernels = ctx.compiled("noise") or ctx.kernels("noise")  # CPU: selection, threads over channels
+    on_gpu = ctx.on_gpu
     plane_bytes = 4 * (xb - xa + 1) * (yb - ya + 1)
-    mads: list[np.ndarray] = []
-    medians: list[np.ndarray] = []
-    blanks = 0
-    blocks = channel_blocks(zb - za + 1, 3 * plane_bytes, ctx.chunk_bytes)
-    for i, zs in enumerate(blocks):
-        block = source.read(z=slice(za + zs.start, za + zs.stop), y=slice(ya, yb + 1), x=slice(xa, xb + 1))
-        blanks += int(np.count_nonzero(~np.isfinite(block)))
-        if ctx.on_gpu:
+
+    def compute(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        # Per-channel statistics: each channel block holds whole planes of the region, so a block's
+        # medians and MADs are final; only the blank count is summed over blocks.
+        blanks = int(np.count_nonzero(~np.isfinite(block)))
+        if on_gpu:
             import cupy  # noqa: PLC0415
 
             block = cupy.asarray(block)
         median, mad = kernels.channel_mad(block)
-        medians.append(to_host(median))  # sync
-        mads.append(to_host(mad))  # sync
-        ctx.progress((i + 1) / len(blocks))
+        return to_host(median), to_host(mad), blanks  # sync
+
+    blocks = channel_blocks(zb - za + 1, 3 * plane_bytes, ctx.chunk_bytes)
+    reads = [(slice(za + zs.start, za + zs.stop), slice(ya, yb + 1), slice(xa, xb + 1)) for zs in blocks]
+    parts = map_over_blocks(ctx, source, reads, compute)
+    medians = [p[0] for p in parts]
+    mads = [p[1] for p in parts]
+    blanks = sum(p[2] for p in parts)
     mad = np.concatenate(mads)
     count = (zb - za + 1) * (xb - xa + 1) * (yb - ya + 1)
     return {

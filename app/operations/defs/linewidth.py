@@ -62,7 +62,7 @@ class Linewidth(Operation):
     name = "linewidth"
     tag = "spectral"
     capability = Capability(kernels=("linewidth",), tier="heavy", gpu_kernel=True, chunking="y-slab",
-                            bytes_per_voxel=48.0, note="batched Levenberg-Marquardt Gaussian fit")
+                            bytes_per_voxel=48.0, distributable=True, note="batched Levenberg-Marquardt Gaussian fit")
     Request = LinewidthRequest
     Response = LinewidthResponse
     routes = (

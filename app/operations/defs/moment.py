@@ -116,8 +116,9 @@ class Moment(Operation):
     name = "moment"
     tag = "products"
     capability = Capability(
-        kernels=("moments", "casa_moments", "moment_errors", "noise"), tier="heavy", gpu_kernel=True, chunking="y-slab",
-        bytes_per_voxel=24.0, note="fused single pass, float64 accumulation; CASA numbering via casa_moments",
+        kernels=("moments", "casa_moments", "moment_errors", "noise"), tier="heavy", gpu_kernel=True,
+        chunking="y-slab", bytes_per_voxel=24.0, distributable=True,
+        note="fused single pass, float64 accumulation; CASA numbering via casa_moments",
     )
     Request = MomentRequest
     Response = MomentResponse

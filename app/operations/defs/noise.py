@@ -30,7 +30,7 @@ class Noise(Operation):
     name = "noise"
     tag = "cube"
     capability = Capability(kernels=("noise",), tier="interactive", gpu_kernel=True, chunking="channel",
-                            bytes_per_voxel=12.0, note="median/MAD per channel")
+                            bytes_per_voxel=12.0, distributable=True, note="median/MAD per channel")
     Request = RegionRequest
     Response = NoiseResponse
     routes = (Route("POST", "/v1/cube/noise", "Per-channel noise"),)
