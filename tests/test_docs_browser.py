@@ -9,9 +9,6 @@ Skipped, with the reason, when Playwright or Chromium is missing.
 from __future__ import annotations
 
 import importlib.util
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,29 +35,14 @@ pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason(
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[str]:
     """The application served by uvicorn on a free loopback port, in a thread."""
-    import uvicorn
-
     from app.main import create_app
     from app.settings import Settings
+    from tests.live_server import serve
 
     settings = Settings(token=TOKEN, token_file=tmp_path / "token", output_dir=tmp_path / "out", backend="cpu",
                         workers=2, heavy_slots=1)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the test server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve(create_app(settings)) as url:
+        yield url
 
 
 def test_docs_page_lists_every_route_and_tries_health(live_server: str) -> None:

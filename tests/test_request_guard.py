@@ -4,26 +4,17 @@ is logged once with its request id, and bodies past ``VISIVO_MAX_REQUEST_MB`` an
 from __future__ import annotations
 
 import logging
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from app.main import create_app
 from app.settings import Settings
+from tests.live_server import serve
 
 TOKEN = "guard-test-token-0123456789"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -36,20 +27,8 @@ def server(tmp_path: Path) -> Iterator[str]:
     async def boom() -> dict:  # a route that fails the way a bug would
         raise RuntimeError("simulated bug")
 
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on", access_log=False)
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started:
-        assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=30)
+    with serve(app, log_config=None, lifespan="on", access_log=False) as url:
+        yield url
 
 
 def test_internal_error_keeps_connection_and_logs_once(server: str, caplog: pytest.LogCaptureFixture) -> None:

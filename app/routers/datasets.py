@@ -9,6 +9,7 @@ from app.deps import RuntimeDep, dataset_for
 from app.operations.defs._files import OpenResponse
 from app.operations.http import STANDARD_ERRORS, respond
 from app.operations.models import Envelope
+from app.services.datasets import open_answer
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=STANDARD_ERRORS)
 
@@ -24,8 +25,7 @@ class ClosedResponse(Envelope):
 async def dataset_info(dataset_id: str, request: Request):  # noqa: ANN201
     """The open response of a dataset of the caller's session (404 for unknown or foreign)."""
     dataset = dataset_for(request, dataset_id)
-    return respond(OpenResponse, {"valid": True, "error": "", **dataset.info, "dataset_id": dataset.dataset_id,
-                                  "session_id": dataset.session_id, "path": str(dataset.path)})
+    return respond(OpenResponse, {"valid": True, "error": "", **open_answer(dataset)})
 
 
 @router.delete("/{dataset_id}", response_model=ClosedResponse)

@@ -100,6 +100,12 @@ def open_dataset(registry: SessionRegistry, roots: tuple[Path, ...], raw_path: s
     return registry.add_dataset(session, dataset)
 
 
+def open_answer(dataset: Dataset) -> dict[str, Any]:
+    """The payload of an open call (and of ``GET /v1/datasets/{id}``): metadata, ids and path."""
+    return {**dataset.info, "dataset_id": dataset.dataset_id, "session_id": dataset.session_id,
+            "path": str(dataset.path)}
+
+
 def dataset_summary(dataset: Dataset) -> dict[str, Any]:
     """The per-dataset row of ``GET /v1/sessions/{id}/datasets``."""
     info = dataset.info

@@ -13,7 +13,6 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from app.compute.capabilities import Capability
 from app.operations.defs._files import OpenResponse
 from app.operations.models import ApiRequest, Envelope, example
-from app.services.sessions import Dataset
 
 #: The capability row of every catalogue/VBT operation.
 TABLE_CAPABILITY = Capability(
@@ -74,9 +73,3 @@ class QueryPage(PageInfo):
     limit: int = Field(description="Effective page size.")
     has_more: bool = Field(description="More filtered rows follow this page.")
     table_rows: int = Field(description="Rows in the whole table (unfiltered).")
-
-
-def opened(dataset: Dataset) -> dict[str, Any]:
-    """The open answer's payload: the dataset's metadata, ids and path."""
-    return {**dataset.info, "dataset_id": dataset.dataset_id, "session_id": dataset.session_id,
-            "path": str(dataset.path)}

@@ -8,9 +8,10 @@ from pydantic import BaseModel, Field
 
 from app.compute.dispatch import JobContext
 from app.operations.base import Call, Operation, Plan, Route
-from app.operations.defs._catalogue import TABLE_CAPABILITY, OpenedTable, opened
+from app.operations.defs._catalogue import TABLE_CAPABILITY, OpenedTable
 from app.operations.models import ApiRequest, example
 from app.services import catalogue
+from app.services.datasets import open_answer
 
 
 class OpenCatalogueRequest(ApiRequest):
@@ -75,7 +76,7 @@ class CatalogueOpen(Operation):
         runtime = call.runtime
 
         def job(_: JobContext) -> dict[str, Any]:
-            return opened(catalogue.open_catalogue(runtime.sessions, runtime.roots, path=body.path,
+            return open_answer(catalogue.open_catalogue(runtime.sessions, runtime.roots, path=body.path,
                                                    paths=body.paths, fmt=body.format, session_id=call.session_id))
 
         return Plan([], {}, job=job)

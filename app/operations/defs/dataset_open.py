@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.operations.base import Call, Operation, Plan, Route
 from app.operations.defs._files import FILE_CAPABILITY, FilePathRequest, OpenResponse
-from app.services.datasets import open_dataset
+from app.services.datasets import open_answer, open_dataset
 
 
 class DatasetOpen(Operation):
@@ -25,8 +25,6 @@ class DatasetOpen(Operation):
         runtime, session_id = call.runtime, call.session_id
 
         def job(ctx: object) -> dict:
-            dataset = open_dataset(runtime.sessions, runtime.roots, body.path, session_id)
-            return {**dataset.info, "dataset_id": dataset.dataset_id, "session_id": dataset.session_id,
-                    "path": str(dataset.path)}
+            return open_answer(open_dataset(runtime.sessions, runtime.roots, body.path, session_id))
 
         return Plan([], {}, job=job)

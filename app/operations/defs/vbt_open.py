@@ -8,9 +8,10 @@ from pydantic import Field
 
 from app.compute.dispatch import JobContext
 from app.operations.base import Call, Operation, Plan, Route
-from app.operations.defs._catalogue import TABLE_CAPABILITY, OpenedTable, opened
+from app.operations.defs._catalogue import TABLE_CAPABILITY, OpenedTable
 from app.operations.models import ApiRequest, example
 from app.services import vbt
+from app.services.datasets import open_answer
 
 
 class OpenVbtRequest(ApiRequest):
@@ -55,7 +56,7 @@ class VbtOpen(Operation):
         runtime = call.runtime
 
         def job(_: JobContext) -> dict[str, Any]:
-            return opened(vbt.open_vbt(runtime.sessions, runtime.roots, path=body.path, session_id=call.session_id,
+            return open_answer(vbt.open_vbt(runtime.sessions, runtime.roots, path=body.path, session_id=call.session_id,
                                        cube=body.as_cube, field_name=body.field))
 
         return Plan([], {}, job=job)
