@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from kernel_common.imstat import combine_scalars, scalar_stats
+from kernel_common.imstat import combine_scalars, empty_partial, scalar_stats
 
 #: Array type of this tree (``gpu_kernels.stats`` names ``cupy.ndarray`` the same way).
 _Array = np.ndarray
@@ -41,7 +41,6 @@ _Array = np.ndarray
 #: Elements converted to float64 at a time for Σx and Σx² (stays in cache; see module doc).
 _SUM_BLOCK = 1 << 18
 
-_NO_POS = (-1, -1, -1)
 
 
 def stats_partial(block: _Array, mask: _Array | None = None, *,
@@ -83,7 +82,7 @@ def stats_partial(block: _Array, mask: _Array | None = None, *,
     run = s[lo:hi]
     n = int(run.size)
     if n == 0:
-        return _empty_partial()
+        return empty_partial()
     total, sumsq = _sums(run)
     vmin, vmax = run[0], run[-1]
     return {
@@ -144,9 +143,6 @@ def region_stats(block: _Array, mask: _Array | None = None) -> dict[str, Any]:
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def _empty_partial() -> dict[str, Any]:
-    return {"npts": 0, "sum": 0.0, "sumsq": 0.0, "min": math.nan, "max": math.nan,
-            "minpos": _NO_POS, "maxpos": _NO_POS, "runs": ()}
 
 
 def _sums(run: np.ndarray) -> tuple[float, float]:

@@ -17,7 +17,7 @@ import math
 from typing import Any
 
 from app.compute.contract import Case, Tolerance
-from kernel_common.imstat import combine_scalars, scalar_stats
+from kernel_common.imstat import combine_scalars, empty_partial, scalar_stats
 
 #: Agreement with the CPU reference (GPU parity tests, start-up self-test).
 PARITY = Tolerance(rtol=1e-9)
@@ -27,7 +27,6 @@ SELFTEST = (Case("region_stats", ("cube",)),)
 #: Array type of this tree: a ``cupy.ndarray`` (CuPy is imported lazily, so typed as ``Any``).
 _Array = Any
 
-_NO_POS = (-1, -1, -1)
 
 
 def stats_partial(block: _Array, mask: _Array | None = None, *,
@@ -67,7 +66,7 @@ def stats_partial(block: _Array, mask: _Array | None = None, *,
     run = cp.sort(sel[finite])
     n = int(run.size)  # sync
     if n == 0:
-        return _empty_partial()
+        return empty_partial()
     w = run.astype(cp.float64)
     total = float(w.sum())  # sync
     sumsq = float(cp.dot(w, w))  # sync
@@ -122,9 +121,6 @@ def region_stats(block: _Array, mask: _Array | None = None) -> dict[str, Any]:
     return stats_finalize(stats_partial(block, mask))
 
 
-def _empty_partial() -> dict[str, Any]:
-    return {"npts": 0, "sum": 0.0, "sumsq": 0.0, "min": math.nan, "max": math.nan,
-            "minpos": _NO_POS, "maxpos": _NO_POS, "runs": ()}
 
 
 def _position(sel: Any, value: Any, nz: int, ny: int, nx: int, flat_yx: Any,

@@ -16,6 +16,16 @@ from typing import Any
 NAN_WHEN_EMPTY = ("mean", "sigma", "rms", "min", "max", "median", "medabsdevmed", "q1", "q3", "quartile")
 
 
+#: ``minpos``/``maxpos`` of a chunk without finite pixels.
+NO_POSITION = (-1, -1, -1)
+
+
+def empty_partial() -> dict[str, Any]:
+    """The ``stats_partial`` of a chunk without finite pixels (both trees)."""
+    return {"npts": 0, "sum": 0.0, "sumsq": 0.0, "min": math.nan, "max": math.nan,
+            "minpos": NO_POSITION, "maxpos": NO_POSITION, "runs": ()}
+
+
 def combine_scalars(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Counts and sums added, extrema kept with their positions (ties: the first ``(z, y, x)``)."""
     out = {"npts": a["npts"] + b["npts"], "sum": a["sum"] + b["sum"], "sumsq": a["sumsq"] + b["sumsq"]}
