@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import re
 import threading
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,11 +115,13 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
+    """The first line of an exception's message (DuckDB's are multi-line), or its type's name."""
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _connect() -> duckdb.DuckDBPyConnection:
+def new_connection() -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB connection (not yet locked down)."""
     return duckdb.connect(":memory:")
 
 
@@ -155,7 +156,7 @@ class TableStore:
     @classmethod
     def from_csv(cls, paths: Sequence[Path]) -> TableStore:
         """Load CSV/TSV files (gzip allowed; several files are matched by column name) into DuckDB."""
-        con = _connect()
+        con = new_connection()
         files = [str(p) for p in paths]
         sql = f"CREATE TABLE {_TABLE} AS SELECT * FROM read_csv(?::VARCHAR[], header=true, union_by_name=true{{}})"
         try:
@@ -166,14 +167,14 @@ class TableStore:
                 con.execute(sql.format(", sample_size=-1"), [files])
         except duckdb.Error as exc:
             con.close()
-            raise InvalidRequest(f"Cannot read CSV: {_first_line(exc)}") from None
+            raise InvalidRequest(f"Cannot read CSV: {first_line(exc)}") from None
         return cls._finish_table(con, {})
 
     @classmethod
     def from_arrow(cls, table: pa.Table, *, units: dict[str, str] | None = None,
                    materialize: bool = True) -> TableStore:
         """A store over an Arrow table: copied into DuckDB, or (``materialize=False``) scanned in place."""
-        con = _connect()
+        con = new_connection()
         if materialize:
             con.register("source_arrow", table)
             con.execute(f"CREATE TABLE {_TABLE} AS SELECT * FROM source_arrow")
@@ -372,61 +373,3 @@ def _parse_bool(value: Any, field: TableField) -> bool:
     if text in ("false", "f", "0", "no", "n"):
         return False
     raise InvalidRequest(f"Filter value '{value}' for boolean field '{field.name}' is not true/false.")
-
-
-# -- Arrow from astropy tables -------------------------------------------------------------------
-
-def csv_column_names(path: Path) -> list[str]:
-    """Column names DuckDB sniffs in one CSV file (for the multi-file column check)."""
-    con = _connect()
-    try:
-        described = con.execute("DESCRIBE SELECT * FROM read_csv(?, header=true)", [str(path)]).fetchall()
-    except duckdb.Error as exc:
-        raise InvalidRequest(f"Cannot read CSV {path.name}: {_first_line(exc)}") from None
-    finally:
-        con.close()
-    return [str(row[0]) for row in described]
-
-
-def read_astropy_table(path: Path, astropy_format: str) -> tuple[pa.Table, dict[str, str], list[str]]:
-    """Read a VOTable, FITS table, IPAC or ASCII table with astropy and convert it to Arrow.
-
-    Returns
-    -------
-    table, units, notes
-        The Arrow table, the per-column units and notes about columns that were left out
-        (multi-dimensional cells).
-    """
-    from astropy.table import Table  # noqa: PLC0415
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            table = Table.read(path, format=astropy_format)
-    except Exception as exc:
-        raise InvalidRequest(f"Cannot read {path.name} as {astropy_format}: {_first_line(exc)}") from None
-    arrays, names, units, notes = [], [], {}, []
-    for name in table.colnames:
-        column = table[name]
-        if column.ndim > 1:
-            notes.append(f"column '{name}' of {path.name} has {column.shape[1:]}-shaped cells and was left out")
-            continue
-        arrays.append(_to_arrow(column))
-        names.append(str(name))
-        if getattr(column, "unit", None) is not None:
-            units[str(name)] = str(column.unit)
-    return pa.Table.from_arrays(arrays, names=names), units, notes
-
-
-def _to_arrow(column: Any) -> pa.Array:
-    mask = np.asarray(column.mask) if hasattr(column, "mask") and np.any(column.mask) else None
-    data = np.asarray(column.data if hasattr(column, "data") else column)
-    if data.dtype.kind == "S":
-        data = np.char.decode(data, "utf-8", errors="replace")
-    if data.dtype.kind == "O":
-        values = [None if v is None else (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
-                  for v in data.tolist()]
-        return pa.array(values, mask=mask, type=pa.string())
-    if data.dtype.kind in "iufb" and not data.dtype.isnative:
-        data = data.astype(data.dtype.newbyteorder("="))
-    return pa.array(data, mask=mask)

@@ -15,7 +15,8 @@ from typing import Any
 import pyarrow as pa
 
 from app.errors import InvalidRequest
-from app.io.catalogue_store import Filter, TableField, TableStore, csv_column_names, read_astropy_table
+from app.io.catalogue_readers import csv_column_names, read_astropy_table
+from app.io.catalogue_store import Filter, TableField, TableStore
 from app.io.paths import confine
 from app.services.sessions import Dataset, SessionRegistry, new_dataset_id
 
