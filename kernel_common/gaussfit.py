@@ -161,17 +161,20 @@ def lm_fit(y: Any, used: Any, u: Any, p0: Any, axis: SpectralAxis, xp: Any, max_
     RSS. Returns the parameters ``(3k, m)``, the RSS ``(m,)`` and a bool ``(m,)``: converged.
     """
     npar, m = p0.shape
-    p = p0.copy()
-    f, jac = model(u, used, p, xp)
+    p_out, chi2_out, converged = p0.copy(), xp.full(m, xp.nan), xp.zeros(m, dtype=bool)
+    f, jac = model(u, used, p0, xp)
     r = xp.where(used, y - f, 0.0)
     chi2 = (r * r).sum(axis=0)
+    chi2_out[...] = chi2
     dof = xp.maximum(used.sum(axis=0) - npar, 1).astype(xp.float64)
     lam, nu = xp.full(m, LAMBDA0), xp.full(m, 2.0)
-    active = xp.isfinite(chi2) & xp.isfinite(p).all(axis=0)
-    converged = xp.zeros(m, dtype=bool)
+    # the working set: the pixels still fitting (their columns only; finished ones leave it)
+    pos = xp.flatnonzero(xp.isfinite(chi2) & xp.isfinite(p0).all(axis=0))
+    y, used, p, jac, r = y[:, pos], used[:, pos], p0[:, pos], jac[:, pos], r[:, pos]
+    chi2, dof, lam, nu = chi2[pos], dof[pos], lam[pos], nu[pos]
     idx = xp.arange(npar)
     for _ in range(max_iter):
-        if not bool(active.any()):  # sync
+        if pos.size == 0:
             break
         jtj = xp.einsum("kmi,kmj->mij", jac, jac)
         grad = xp.einsum("kmi,km->mi", jac, r)
@@ -182,19 +185,22 @@ def lm_fit(y: Any, used: Any, u: Any, p0: Any, axis: SpectralAxis, xp: Any, max_
         fn, jn = model(u, used, pn, xp)
         rn = xp.where(used, y - fn, 0.0)
         chi2n = (rn * rn).sum(axis=0)
-        acc = active & ok & xp.isfinite(chi2n) & (chi2n < chi2) & _inside(pn, axis)
+        acc = ok & xp.isfinite(chi2n) & (chi2n < chi2) & _inside(pn, axis)
         small = acc & (chi2 - chi2n <= STAT_TOL * chi2 / dof)
         p = xp.where(acc, pn, p)
         jac = xp.where(acc[None, :, None], jn, jac)
         r = xp.where(acc, rn, r)
         chi2 = xp.where(acc, chi2n, chi2)
-        grow = active & ~acc  # inactive pixels keep their damping (no overflow)
-        lam = xp.where(acc, xp.maximum(lam / 3.0, LAMBDA_MIN), xp.where(grow, lam * nu, lam))
-        nu = xp.where(acc, 2.0, xp.where(grow, 2.0 * nu, nu))
-        done = small | (active & ~acc & (lam > LAMBDA_MAX))
-        converged |= done
-        active &= ~done
-    return p, chi2, converged
+        lam = xp.where(acc, xp.maximum(lam / 3.0, LAMBDA_MIN), lam * nu)
+        nu = xp.where(acc, 2.0, 2.0 * nu)
+        done = small | (~acc & (lam > LAMBDA_MAX))
+        p_out[:, pos], chi2_out[pos] = p, chi2
+        if bool(done.any()):  # sync
+            converged[pos[done]] = True
+            keep = xp.flatnonzero(~done)
+            pos, y, used, p, jac, r = pos[keep], y[:, keep], used[:, keep], p[:, keep], jac[:, keep], r[:, keep]
+            chi2, dof, lam, nu = chi2[keep], dof[keep], lam[keep], nu[keep]
+    return p_out, chi2_out, converged
 
 
 def second_start(y: Any, used: Any, u: Any, p1: Any, axis: SpectralAxis, xp: Any) -> Any:

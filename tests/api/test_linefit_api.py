@@ -171,3 +171,31 @@ def test_ngc5921_against_curve_fit(client: TestClient, ngc5921: Path) -> None:
         err = np.array([float(errs[n][y, x]) for n in maps])
         assert np.all(np.abs(mine - p) <= 0.02 * e + 2e-6 * np.abs(p)), (y, x, mine, p, e)
         np.testing.assert_allclose(err, e, rtol=0.01)
+
+
+def test_frequency_axis_gives_velocities_with_the_rest_frequency(client: TestClient, data_dir: Path) -> None:
+    """A FREQ axis with RESTFRQ: centre and σ in km/s (radio convention, v = c(1 − ν/ν₀)), as line width."""
+    rest, dnu, nz = 1.420405752e9, 9.765625e3, 80  # ~2.06 km/s channels
+    nu = rest - (np.arange(nz) - 40) * dnu
+    v = 299792.458 * (1.0 - nu / rest)  # km/s, the reference by hand
+    rng = np.random.default_rng(8)
+    cube = _g(v, 1.0, 12.0, 9.0)[:, None, None] + rng.normal(0, 0.02, (nz, 3, 3))
+    header = fits.Header()
+    for i, (ctype, cunit, crval, cdelt, crpix) in enumerate(
+            [("RA---SIN", "deg", 230.5, -0.004, 2.0), ("DEC--SIN", "deg", 5.0, 0.004, 2.0),
+             ("FREQ", "Hz", nu[0], -dnu, 1.0)], start=1):
+        header[f"CTYPE{i}"], header[f"CUNIT{i}"], header[f"CRVAL{i}"] = ctype, cunit, crval
+        header[f"CDELT{i}"], header[f"CRPIX{i}"] = cdelt, crpix
+    header["RESTFRQ"], header["BUNIT"] = rest, "Jy/beam"
+    path = data_dir / "freq.fits"
+    fits.PrimaryHDU(cube.astype(np.float32), header).writeto(path)
+    body = open_dataset(client, path)
+    res = client.post("/v1/spectral/linefit", json={"dataset_id": body["dataset_id"]},
+                      headers={"X-Visivo-Session": body["session_id"]}).json()
+    assert res["valid"], res
+    assert res["spectral_axis_unit"] == "km/s" and res["velocity_convention"] == "radio"
+    assert res["rest_freq_hz"] == rest
+    c, ce = _map(res, "centre")[0], _map(res, "centre_err")[0]
+    s = _map(res, "sigma")[0]
+    assert np.all(np.abs(c - 12.0) <= 5.0 * ce)
+    np.testing.assert_allclose(s, 9.0, rtol=0.05)
