@@ -96,6 +96,7 @@ def _requests(client: TestClient, files: Path) -> dict[str, tuple[str, dict[str,
         "pv_range_bin": ("/v1/cube/pv", {"dataset_id": ds, "vertices": [[1, 2], [14, 11]], "channel_start": 3,
                                          "channel_end": 17, "spectral_bin": 2, "spatial_bin": 3}, h),
         "linewidth": ("/v1/spectral/linewidth", {"dataset_id": ds}, h),
+        "linefit": ("/v1/spectral/linefit", {"dataset_id": ds, "components": 2}, h),
         "region_spectrum": ("/v1/cube/region_spectrum", {"dataset_id": ds, "regions": "image\ncircle(8,7,4)\n"
                                                          "box(12,5,6,4,30)"}, h),
         "baseline": (f"/v1/spectral/baseline/{sid}/{ds}", {"session_id": sid, "dataset_id": ds, "poly_order": 1,
