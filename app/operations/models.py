@@ -139,5 +139,8 @@ class MaskInfo(BaseModel):
     channel_end: int = Field(description="Last channel of the mask (inclusive).")
     voxels: int = Field(description="Voxels in the mask.")
     fraction: float = Field(description="Voxels in the mask / voxels of its shape.")
+    spec: dict = Field(description="The mask as applied: `snr`, spatial kernels (pixel covariances and how they were "
+                                   "defined), spectral widths, window, dilation.")
+    compression: str = Field("none", description="Compression of `data_base64` (the request's).")
     data_base64: str | None = Field(None, description="With `return_mask`: base64 uint8 0/1, C order `(z, y, x)`.")
     output_path: str | None = Field(None, description="With `save_mask`: the FITS mask written.")

@@ -45,6 +45,7 @@ from kernel_common.smoothing import WINDOWS, beam_covariance_pixels
 #: copies, the FFT's complex64 planes, two bool masks).
 BYTES_PER_VOXEL = 40.0
 MAX_WIDTH = 201
+_POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,8 @@ class PackedMask:
         return np.unpackbits(self.bits[rel, y], axis=-1, count=self.nx)[..., x].astype(bool)
 
     def voxels(self) -> int:
-        return int(np.unpackbits(self.bits, axis=-1, count=self.nx).sum(dtype=np.int64)) if self.bits.size else 0
+        """Voxels in the mask (a popcount of the packed bytes; the padding bits are 0)."""
+        return int(_POPCOUNT[self.bits].sum(dtype=np.int64))
 
 
 class MaskedSource:
@@ -220,12 +222,14 @@ def build_mask(ctx: JobContext, dataset: Dataset, plan: MaskPlan, channel_start:
     return PackedMask(bits, nx, channel_start)
 
 
-def map_over_masked_slabs(ctx: JobContext, source: MaskedSource, z: slice, compute: Callable[[Any], dict],
-                          *, rows: slice | None = None, bytes_per_voxel: float = 16.0) -> dict[Any, np.ndarray]:
+def map_over_masked_slabs(ctx: JobContext, source: MaskedSource, z: slice, compute: Callable[..., dict],
+                          *, rows: slice | None = None, bytes_per_voxel: float = 16.0,
+                          with_mask: bool = False) -> dict[Any, np.ndarray]:
     """``compute`` on every y-slab of the masked cube (voxels outside the mask are NaN), maps assembled.
 
     The local slab loop of :func:`app.compute.slab_runner.map_over_slabs` (masked requests stream
-    slabs on the GPU and run in the server process, not on the Dask lane).
+    slabs on the GPU and run in the server process, not on the Dask lane). With ``with_mask``,
+    ``compute(block, keep)`` gets the unmasked block and the bool mask of the slab instead.
     """
     nz = len(range(*z.indices(source.shape[0])))
     _, ny_full, nx = source.shape
@@ -234,12 +238,18 @@ def map_over_masked_slabs(ctx: JobContext, source: MaskedSource, z: slice, compu
     out: dict[Any, np.ndarray] = {}
     for i, ys in enumerate(slabs):
         ctx.check_cancelled()
-        block = source.read(z=z, y=slice(y0 + ys.start, y0 + ys.stop))
+        rows_i = slice(y0 + ys.start, y0 + ys.stop)
+        if with_mask:
+            block = source.source.read(z=z, y=rows_i)
+            keep = source.mask.block(slice(*z.indices(source.shape[0])[:2]), rows_i)
+        else:
+            block, keep = source.read(z=z, y=rows_i), None
         if ctx.on_gpu:
             import cupy  # noqa: PLC0415
 
             block = cupy.asarray(block)
-        for key, part in compute(block).items():
+            keep = None if keep is None else cupy.asarray(keep)
+        for key, part in (compute(block, keep) if with_mask else compute(block)).items():
             host = to_host(part)  # sync
             if key not in out:
                 out[key] = np.empty((y1 - y0, nx) + host.shape[2:], dtype=host.dtype)
@@ -277,7 +287,7 @@ def mask_info(dataset: Dataset, plan: MaskPlan, mask: PackedMask, *, return_mask
     entry: dict[str, Any] = {"dataset_id": dataset.dataset_id, "shape": [nz, ny, nx],
                              "channel_start": mask.channel_start, "channel_end": mask.channel_end,
                              "voxels": voxels, "fraction": voxels / total if total else 0.0,
-                             "spec": plan.key(), "data_base64": None, "output_path": None}
+                             "spec": plan.key(), "compression": compression, "data_base64": None, "output_path": None}
     if return_mask:
         check_response(base64_bytes(total), "Mask (uint8 voxels)")
         entry["data_base64"] = encode_array(np.unpackbits(mask.bits, axis=-1, count=nx), compression, dtype="u1")
@@ -299,3 +309,40 @@ def _write_mask(path: Path, mask: PackedMask, header: fits.Header) -> Path:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@dataclass(frozen=True)
+class MaskRequest:
+    """A request's mask: the validated plan and what to do with the mask besides applying it."""
+
+    plan: MaskPlan
+    return_mask: bool = False
+    save_mask: bool = False
+
+    def key(self) -> dict[str, Any]:
+        """Canonical JSON-able form for the product-cache key."""
+        return {**self.plan.key(), "return_mask": self.return_mask, "save_mask": self.save_mask}
+
+
+def mask_request(dataset: Dataset, body: Any) -> MaskRequest | None:
+    """The mask of a request with :class:`~app.operations.models.MaskOptions` fields, validated for ``dataset``."""
+    plan = resolve_mask(dataset, body.mask)
+    if plan is None:
+        if body.return_mask or body.save_mask:
+            raise InvalidRequest("return_mask and save_mask need a 'mask' specification.")
+        return None
+    return MaskRequest(plan, bool(body.return_mask), bool(body.save_mask))
+
+
+def apply_mask(ctx: JobContext, dataset: Dataset, request: MaskRequest, channel_start: int, channel_end: int, *,
+               output_dir: Path | None, compression: str = "none") -> tuple[PackedMask, dict[str, Any]]:
+    """Build the mask of the inclusive channel range and its ``masks[i]`` answer entry.
+
+    Raises :class:`~app.errors.InvalidRequest` when nothing passes the clip (an empty mask).
+    """
+    mask = build_mask(ctx, dataset, request.plan, channel_start, channel_end)
+    if mask.voxels() == 0:
+        raise InvalidRequest(f"The noise-aware mask of {dataset.dataset_id} is empty: no voxel exceeds "
+                             f"snr={request.plan.snr:g} times the noise of any smoothed cube (lower mask.snr).")
+    return mask, mask_info(dataset, request.plan, mask, return_mask=request.return_mask,
+                           save_mask=request.save_mask, output_dir=output_dir, compression=compression)
