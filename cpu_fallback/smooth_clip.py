@@ -3,8 +3,8 @@
 For every smoothing kernel ``k`` of the set (spatial Gaussian covariance or none × spectral window
 or none), the block is smoothed (blanks count as 0, zero padding at the block's edges; blank voxels
 are blank again after smoothing), the noise
-of each smoothed channel plane is ``σ_k(z) = 1.4826·MAD`` of its finite pixels (the median/MAD
-rows of :mod:`kernel_common.robust`, as the ``noise`` kernels), and a voxel is detected when
+of each smoothed channel plane is ``σ_k(z) = 1.4826·MAD`` of its finite pixels (the ``noise``
+kernels' statistic: :func:`plane_sigma`), and a voxel is detected when
 ``S_k(z, y, x) > snr·σ_k(z)``. The mask is the union over the kernels, restricted to finite input
 voxels and dilated along the spectral axis by ``dilate`` channels on each side.
 
@@ -21,13 +21,10 @@ import scipy.ndimage
 import scipy.signal
 
 from kernel_common.constants import MAD_TO_SIGMA
-from kernel_common.robust import plane_median_mad
 from kernel_common.smoothing import gaussian_kernel_2d, spectral_window
 
 #: Array type of this tree (``cupy.ndarray`` in the GPU twin).
 _Array = np.ndarray
-
-_CHUNK_ELEMENTS = 1 << 22
 
 
 def smooth_spatial(cube: _Array, *, cov: tuple[float, float, float]) -> _Array:
@@ -70,10 +67,31 @@ def dilate_spectral(mask: _Array, *, channels: int) -> _Array:
     return out
 
 
+def _median_of(a: np.ndarray) -> float:
+    """Median of ``a`` (reordered in place): ``s[n//2]`` for odd ``n``, ``(s[n//2−1] + s[n//2]) / 2`` for even."""
+    hi = a.size // 2
+    a.partition(hi)
+    if a.size % 2:
+        return float(a[hi])
+    return 0.5 * (float(a[:hi].max()) + float(a[hi]))
+
+
 def plane_sigma(cube: _Array) -> _Array:
-    """Robust noise ``1.4826·MAD`` of the finite pixels of every channel plane (float64 ``(nz,)``)."""
-    _, mad = plane_median_mad(cube, np, zero_as_blank=False, chunk_elements=_CHUNK_ELEMENTS)
-    return MAD_TO_SIGMA * mad
+    """Robust noise ``1.4826·MAD`` of the finite pixels of every channel plane (float64 ``(nz,)``).
+
+    ``MAD = median|v − median(v)|`` over the finite pixels (deviations in float64), NaN for a plane
+    with fewer than 2: the numbers of :func:`kernel_common.robust.plane_median_mad` (the ``noise``
+    kernels' rows) found by selection (``numpy.partition``, as the compiled CPU noise kernel) instead
+    of a sort, the same order statistics.
+    """
+    sigma = np.full(cube.shape[0], np.nan)
+    for z in range(cube.shape[0]):
+        plane = cube[z]
+        vals = plane[np.isfinite(plane)].astype(np.float64)
+        if vals.size < 2:
+            continue
+        sigma[z] = MAD_TO_SIGMA * _median_of(np.abs(vals - _median_of(vals.copy())))
+    return sigma
 
 
 def smooth_clip_mask(

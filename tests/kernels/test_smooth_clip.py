@@ -110,3 +110,15 @@ def test_channel_blocks_with_halos_equal_the_whole_cube() -> None:
         r0, r1 = max(0, z0 - halo), min(30, z1 + halo)
         part, _ = sc.smooth_clip_mask(cube[r0:r1], **opts)
         np.testing.assert_array_equal(part[z0 - r0:z1 - r0], whole[z0:z1])
+
+
+def test_plane_sigma_equals_the_noise_kernel() -> None:
+    """The selection in plane_sigma gives exactly 1.4826 × the noise kernel's MAD (odd and even counts)."""
+    from cpu_fallback.noise import channel_mad
+
+    cube, _ = source_cube(seed=9, shape=(6, 15, 17))
+    cube[1, :3] = np.nan  # an even count of finite pixels
+    cube[2, :, :] = np.nan
+    cube[2, 0, 0] = 1.0  # one finite pixel: NaN
+    _, mad = channel_mad(cube)
+    np.testing.assert_array_equal(sc.plane_sigma(cube), 1.4826 * mad)
