@@ -92,3 +92,55 @@ class TaskStatus(Envelope):
 def example(**fields: Any) -> ConfigDict:
     """``model_config`` of a request model with one documented example (extra fields allowed)."""
     return ConfigDict(extra="allow", json_schema_extra={"examples": [fields]})
+
+
+class MaskSpec(BaseModel):
+    """A noise-aware mask (SoFiA-2's smooth-and-clip finder), shared by moments, line width and stacking.
+
+    The noise is measured per channel (1.4826·MAD of each plane) on every smoothed copy of the cube;
+    the kernel set is ({0} ∪ `spatial_smooth_beams`) × ({1} ∪ `spectral_smooth_channels`): the
+    unsmoothed cube always takes part. A voxel is kept when any smoothed copy exceeds `snr` times its
+    own noise; the union is dilated spectrally by `dilate_channels`.
+    """
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"method": "smooth_and_clip", "snr": 3.0, "spatial_smooth_beams": 1.5, "spectral_smooth_channels": 3,
+         "dilate_channels": 1}]})
+    method: str = Field("smooth_and_clip", description="Only `smooth_and_clip`.")
+    snr: float = Field(3.0, gt=0, le=1000, description="Clip level in units of each smoothed cube's noise per channel.")
+    spatial_smooth_beams: float | list[float] = Field(
+        1.5, description="FWHM of the spatial Gaussian(s) in units of the beam (BMAJ, BMIN, BPA scaled); 0 = none.")
+    spatial_smooth_pixels: float | None = Field(
+        None, gt=0, le=1000, description="Instead of beams: one circular Gaussian of this FWHM (pixels); "
+                                         "needed when the header has no beam.")
+    spectral_smooth_channels: int | list[int] = Field(
+        3, description="Width(s) of the spectral window in channels (odd; 1 = none).")
+    spectral_window: str = Field("boxcar", description="`boxcar` or `hann`.")
+    dilate_channels: int = Field(1, ge=0, le=64, description="Spectral dilation of the mask, channels on each side.")
+
+
+class MaskOptions(BaseModel):
+    """Request fields of the operations that take a noise-aware mask."""
+
+    mask: MaskSpec | None = Field(None, description="Noise-aware mask (smooth and clip); voxels outside are ignored.")
+    return_mask: bool = Field(False, description="Return the mask in the answer (`masks[i].data_base64`, uint8 0/1, "
+                                                 "C order `(z, y, x)` over the channels used).")
+    save_mask: bool = Field(False, description="Write the mask as a FITS cube (uint8, WCS, HISTORY) into the output "
+                                               "directory (`masks[i].output_path`).")
+
+
+class MaskInfo(BaseModel):
+    """What a noise-aware mask kept, for one dataset."""
+
+    model_config = ConfigDict(extra="allow")
+    dataset_id: str = Field(description="The dataset the mask belongs to.")
+    shape: list[int] = Field(description="`[channels, height, width]` of the mask.")
+    channel_start: int = Field(description="First channel of the mask (inclusive).")
+    channel_end: int = Field(description="Last channel of the mask (inclusive).")
+    voxels: int = Field(description="Voxels in the mask.")
+    fraction: float = Field(description="Voxels in the mask / voxels of its shape.")
+    spec: dict = Field(description="The mask as applied: `snr`, spatial kernels (pixel covariances and how they were "
+                                   "defined), spectral widths, window, dilation.")
+    compression: str = Field("none", description="Compression of `data_base64` (the request's).")
+    data_base64: str | None = Field(None, description="With `return_mask`: base64 uint8 0/1, C order `(z, y, x)`.")
+    output_path: str | None = Field(None, description="With `save_mask`: the FITS mask written.")

@@ -10,6 +10,7 @@ and failed fits are NaN.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from app.io.spectral import SpectralAxis, check_rest_frequency, check_velocity_c
 from app.services.budget import check_rows
 from app.services.cube_reads import clamp_range, require_cube
 from app.services.encoding import encode_array
+from app.services.masking import MaskedSource, MaskRequest, PackedMask, apply_mask, map_over_masked_slabs
 from app.services.sessions import Dataset
 from kernel_common.views import finite_range
 
@@ -67,9 +69,18 @@ def _axis(dataset: Dataset, params: LinewidthParams) -> SpectralAxis:
                          velocity_convention=params.velocity_convention)
 
 
+def _blank_outside(keep: Any, block: Any) -> Any:
+    """``block`` with NaN where ``keep`` is false (NumPy or CuPy, broadcasting)."""
+    if isinstance(block, np.ndarray):
+        return np.where(keep, block, np.float32(np.nan)).astype(np.float32, copy=False)
+    import cupy  # noqa: PLC0415
+
+    return cupy.where(keep, block, cupy.float32(cupy.nan)).astype(cupy.float32, copy=False)
+
+
 def linewidth_rows(ctx: JobContext, dataset: Dataset, params: LinewidthParams, rows: slice,
-                   resident=None) -> dict[str, Any]:
-    """FWHM and EW maps of one row chunk."""
+                   resident=None, mask: PackedMask | None = None) -> dict[str, Any]:
+    """FWHM and EW maps of one row chunk (with a noise-aware ``mask``: over its voxels only)."""
     source = require_cube(dataset)
     z = slice(params.channel_start, params.channel_end + 1)
     check_rows((z.stop - z.start, 1, source.shape[2]), 48.0, "Line width (one row slab)")
@@ -85,7 +96,22 @@ def linewidth_rows(ctx: JobContext, dataset: Dataset, params: LinewidthParams, r
                                               threshold=params.threshold)
         return {"fwhm": fwhm, "ew": ew}
 
-    maps = map_over_slabs(ctx, source, z, compute, bytes_per_voxel=48.0, resident=resident, rows=rows)
+    def masked(block: Any, keep: Any) -> dict:
+        # FWHM: whole spectra of the pixels the mask touches (the fit needs line-free channels for its
+        # noise and significance); EW: over the mask's voxels, the mask replacing the SNR cut
+        out = {"ew": kernels.equivalent_width(_blank_outside(keep, block), widths, snr_cut=0.0,
+                                              threshold=params.threshold)}
+        if params.method != "ew":
+            fwhm, _ = kernels.gaussian_linewidth(_blank_outside(keep.any(axis=0)[None], block), coords, widths,
+                                                 snr_cut=params.snr_cut, threshold=params.threshold)
+            out["fwhm"] = fwhm
+        return out
+
+    if mask is not None:
+        maps = map_over_masked_slabs(ctx, MaskedSource(source, mask), z, masked, rows=rows, bytes_per_voxel=56.0,
+                                     with_mask=True)
+    else:
+        maps = map_over_slabs(ctx, source, z, compute, bytes_per_voxel=48.0, resident=resident, rows=rows)
     return {"rows": (rows.start, rows.stop), "maps": maps, "unit": axis.unit,
             "computed_on": "gpu" if ctx.on_gpu else "cpu"}
 
@@ -116,3 +142,13 @@ def assemble(dataset: Dataset, params: LinewidthParams, parts: list[dict[str, An
         body[f"{name}_base64"] = encode_array(data)
         body[f"{name}_valid_pixels"] = int(np.isfinite(data).sum())
     return body
+
+
+def masked_linewidth(ctx: JobContext, dataset: Dataset, params: LinewidthParams, chunks: list[slice],
+                     mask: MaskRequest, *, output_dir: Path, compression: str = "none") -> dict[str, Any]:
+    """The line-width answer over a noise-aware mask: the mask of the channel range first, then the row
+    chunks (on the job's helper threads) over its voxels; ``masks`` describes the mask."""
+    packed, info = apply_mask(ctx, dataset, mask, params.channel_start, params.channel_end, output_dir=output_dir,
+                              compression=compression)
+    parts = ctx.map(lambda rows: linewidth_rows(ctx, dataset, params, rows, mask=packed), chunks)
+    return {**assemble(dataset, params, parts), "masks": [info]}

@@ -25,6 +25,7 @@ from app.io.fits_writer import _fsync, commit_exclusive, temporary_path, unique_
 from app.services import moments as mom
 from app.services.cube_reads import require_cube
 from app.services.encoding import encode_array
+from app.services.masking import MaskedSource, MaskRequest, PackedMask, map_over_masked_slabs
 from app.services.noise import channel_noise
 from app.services.sessions import Dataset
 from kernel_common.views import finite_range
@@ -74,13 +75,13 @@ def channel_sigma(ctx: JobContext, dataset: Dataset, params: mom.MomentParams) -
 
 def compute_maps(
     ctx: JobContext, dataset: Dataset, params: mom.MomentParams, orders: tuple[int, ...], *,
-    noise: np.ndarray | None = None, resident=None,
+    noise: np.ndarray | None = None, resident=None, mask: PackedMask | None = None,
 ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
     """The maps of ``orders`` (float32 ``(ny, nx)``) and, with ``noise``, the σ maps of orders 0-2.
 
     One read of each y-slab; every kernel sweep of :func:`kernel_groups` and the σ kernel run on
     that slab. Reference-convention maps go through the physical-range guard; a σ map is NaN
-    where its moment map is NaN.
+    where its moment map is NaN. With a noise-aware ``mask`` the slabs are blanked outside it.
     """
     source = require_cube(dataset)
     z = slice(params.channel_start, params.channel_end + 1)
@@ -89,7 +90,7 @@ def compute_maps(
     casa = params.convention == "casa"
     axis = mom.SpectralAxis(coords, widths, full_axis.unit, full_axis.ctype, full_axis.kind)
     if noise is None:  # no σ maps: the single-order path's kernels (compiled on the CPU), all orders in one pass
-        raw, _ = mom.compute_moment_maps(ctx, dataset, params, tuple(orders), resident=resident)
+        raw, _ = mom.compute_moment_maps(ctx, dataset, params, tuple(orders), resident=resident, mask=mask)
         return {k: (np.asarray(raw[k], dtype=np.float32) if casa
                     else mom._guard(k, np.asarray(raw[k], dtype=np.float32), axis)) for k in orders}, {}
     groups = kernel_groups(tuple(orders), params.convention, ctx.on_gpu)
@@ -111,7 +112,10 @@ def compute_maps(
             out.update({("sigma", k): v for k, v in sig.items() if k in orders})
         return out
 
-    raw = map_over_slabs(ctx, source, z, compute, resident=resident)
+    if mask is not None:
+        raw = map_over_masked_slabs(ctx, MaskedSource(source, mask), z, compute)
+    else:
+        raw = map_over_slabs(ctx, source, z, compute, resident=resident)
     maps: dict[int, np.ndarray] = {}
     for k in orders:
         data = np.asarray(raw[k], dtype=np.float32)
@@ -136,13 +140,13 @@ def _map_entry(params: mom.MomentParams, order: int, data: np.ndarray, sigma: np
 
 def write_multi_fits(output_dir: Path, dataset: Dataset, params: mom.MomentParams, maps: dict[int, np.ndarray],
                      sigmas: dict[int, np.ndarray], units: dict[int, str], axis: mom.SpectralAxis,
-                     noise_source: str | None) -> Path:
+                     noise_source: str | None, mask: MaskRequest | None = None) -> Path:
     """One FITS: an empty primary HDU (provenance) and an ImageHDU per order (``EXTNAME = MOM<k>``,
     ``MOMM1`` for CASA's −1) plus ``SIG<k>`` for each σ map, each with the 2-D WCS, BUNIT, HISTORY."""
     hdus: list[Any] = []
     for k, data in maps.items():
         one = mom.MomentParams(**{**params.__dict__, "order": k})
-        header = mom.moment_header(dataset, one, units[k], axis)
+        header = mom.moment_header(dataset, one, units[k], axis, mask)
         tag = f"M{-k}" if k < 0 else str(k)
         hdus.append(fits.ImageHDU(np.asarray(data, dtype=">f4"), header=header, name=f"MOM{tag}"))
         if k in sigmas:
@@ -169,12 +173,14 @@ def write_multi_fits(output_dir: Path, dataset: Dataset, params: mom.MomentParam
 
 
 def multi_product(ctx: JobContext, dataset: Dataset, params: mom.MomentParams, *, save: bool, output_dir: Path,
-                  compression: str, resident=None) -> dict[str, Any]:
+                  compression: str, resident=None, mask: PackedMask | None = None,
+                  mask_request: MaskRequest | None = None) -> dict[str, Any]:
     """Response of a multi-order and/or uncertainty request: the first order's fields at the top
-    level (as a single-order answer), ``maps`` with every order when ``orders`` was given."""
+    level (as a single-order answer), ``maps`` with every order when ``orders`` was given.
+    ``mask`` (built by the caller from ``mask_request``) restricts every map and σ map to its voxels."""
     orders = params.orders or (params.order,)
     noise, source = (channel_sigma(ctx, dataset, params) if params.uncertainty else (None, None))
-    maps, sigmas = compute_maps(ctx, dataset, params, orders, noise=noise, resident=resident)
+    maps, sigmas = compute_maps(ctx, dataset, params, orders, noise=noise, resident=resident, mask=mask)
     if not any(np.isfinite(m).any() for m in maps.values()):
         raise InvalidRequest("No valid voxels found for the selected moment parameters.")
     axis = mom.axis_of(dataset, params)
@@ -204,5 +210,6 @@ def multi_product(ctx: JobContext, dataset: Dataset, params: mom.MomentParams, *
         body["orders"] = list(orders)
         body["maps"] = entries
     if save:
-        body["output_path"] = str(write_multi_fits(output_dir, dataset, params, maps, sigmas, units, axis, source))
+        body["output_path"] = str(write_multi_fits(output_dir, dataset, params, maps, sigmas, units, axis, source,
+                                                   mask_request))
     return body

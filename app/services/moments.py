@@ -25,6 +25,7 @@ from app.io.fits_writer import unique_output_path, write_fits_atomic
 from app.io.spectral import SpectralAxis, spectral_axis
 from app.services.cube_reads import require_cube
 from app.services.encoding import encode_array
+from app.services.masking import MaskedSource, MaskRequest, PackedMask, apply_mask, map_over_masked_slabs
 from app.services.sessions import Dataset
 from kernel_common.views import finite_range
 
@@ -111,20 +112,23 @@ def axis_of(dataset: Dataset, params: MomentParams) -> SpectralAxis:
 
 
 def compute_moment_maps(ctx: JobContext, dataset: Dataset, params: MomentParams, orders: tuple[int, ...], *,
-                        resident=None) -> tuple[dict[int, np.ndarray], str]:
+                        resident=None, mask: PackedMask | None = None) -> tuple[dict[int, np.ndarray], str]:
     """Maps of ``orders`` (one pass) over the inclusive channel range, and the kernel that made them.
 
     On a CPU job with numba the compiled kernels read the stored FITS data in y-slab views
     (:func:`~app.compute.raw_slabs.map_over_raw_slabs`; CASA medians 3 and 4 excepted); otherwise
     the tree's kernels (NumPy oracle or CuPy) run on float32 slabs. The kernel is ``"numba"``,
     ``"numpy"`` or ``"cupy"``. The physical-range guard of the reference convention is not applied.
+    With a noise-aware ``mask`` the voxels outside it are blanked in float32 slabs (the tree's kernels,
+    no compiled raw path, no resident cube; :func:`app.services.masking.map_over_masked_slabs`).
     """
     source = require_cube(dataset)
     z = slice(params.channel_start, params.channel_end + 1)
     full_axis = axis_of(dataset, params)
     coords, widths = full_axis.coords[z], full_axis.widths[z]
+    local = ctx.cluster is None and mask is None  # a cluster ships float32 tiles; a mask blanks float32 slabs
     if params.convention == "casa":
-        fast = None if ctx.cluster is not None else ctx.compiled("moments_casa")  # a cluster ships float32 tiles
+        fast = ctx.compiled("moments_casa") if local else None
         if fast is not None and set(orders) <= fast.COMPILED_MOMENTS:
             return map_over_raw_slabs(ctx, source, z, lambda raw: fast.casa_moment_maps_raw(
                 raw.data, coords, widths, moments=orders, include=params.include, exclude=params.exclude,
@@ -135,7 +139,7 @@ def compute_moment_maps(ctx: JobContext, dataset: Dataset, params: MomentParams,
             return kernels.casa_moment_maps(block, coords, widths, moments=orders,
                                             include=params.include, exclude=params.exclude)
     else:
-        fast = None if ctx.cluster is not None else ctx.compiled("moments_ref")
+        fast = ctx.compiled("moments_ref") if local else None
         if fast is not None:
             return map_over_raw_slabs(ctx, source, z, lambda raw: fast.moment_maps_raw(
                 raw.data, coords, widths, orders=orders, threshold=params.threshold,
@@ -145,13 +149,17 @@ def compute_moment_maps(ctx: JobContext, dataset: Dataset, params: MomentParams,
         def compute(block: Any) -> dict:
             return kernels.moment_maps(block, coords, widths, orders=orders, threshold=params.threshold)
 
-    maps = map_over_slabs(ctx, source, z, compute, resident=resident)
+    if mask is not None:
+        maps = map_over_masked_slabs(ctx, MaskedSource(source, mask), z, compute)
+    else:
+        maps = map_over_slabs(ctx, source, z, compute, resident=resident)
     return maps, "cupy" if ctx.on_gpu else "numpy"
 
 
-def _moment(ctx: JobContext, dataset: Dataset, params: MomentParams, resident=None) -> tuple[np.ndarray, str]:
+def _moment(ctx: JobContext, dataset: Dataset, params: MomentParams, resident=None,
+            mask: PackedMask | None = None) -> tuple[np.ndarray, str]:
     """The guarded float32 map of ``params.order`` and the kernel that computed it."""
-    maps, kernel = compute_moment_maps(ctx, dataset, params, (params.order,), resident=resident)
+    maps, kernel = compute_moment_maps(ctx, dataset, params, (params.order,), resident=resident, mask=mask)
     data = np.asarray(maps[params.order], dtype=np.float32)
     if params.convention == "reference":
         full_axis = axis_of(dataset, params)
@@ -166,7 +174,8 @@ def compute_moment(ctx: JobContext, dataset: Dataset, params: MomentParams, *, r
     return _moment(ctx, dataset, params, resident)[0]
 
 
-def moment_header(dataset: Dataset, params: MomentParams, unit: str, axis: SpectralAxis) -> fits.Header:
+def moment_header(dataset: Dataset, params: MomentParams, unit: str, axis: SpectralAxis,
+                  mask: MaskRequest | None = None) -> fits.Header:
     """2-D celestial WCS, BUNIT and HISTORY provenance for a saved moment map."""
     wcs = dataset.handle.wcs_info.wcs
     header = wcs.celestial.to_header() if wcs.celestial.naxis == 2 else fits.Header()
@@ -186,20 +195,32 @@ def moment_header(dataset: Dataset, params: MomentParams, unit: str, axis: Spect
         header["HISTORY"] = (f"{axis.ctype} axis as {axis.velocity_convention} velocity, rest frequency "
                              f"{axis.rest_freq_hz} Hz ({axis.rest_freq_source})")
     header["HISTORY"] = f"threshold={params.threshold} include={params.include} exclude={params.exclude}"
+    for line in mask.plan.history() if mask is not None else ():
+        header["HISTORY"] = line
     header["HISTORY"] = f"source={dataset.path.name}"
     header["HISTORY"] = f"created {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}"
     return header
 
 
 def moment_product(ctx: JobContext, dataset: Dataset, params: MomentParams, *, save: bool, output_dir: Path,
-                   compression: str, resident=None) -> dict[str, Any]:
-    """Compute the map and build the response (optionally writing the FITS product)."""
+                   compression: str, resident=None, mask: MaskRequest | None = None) -> dict[str, Any]:
+    """Compute the map and build the response (optionally writing the FITS product).
+
+    With ``mask`` the noise-aware mask of the channel range is built first and only its voxels
+    count (the answer's ``masks`` describes it).
+    """
+    packed, masks = None, None
+    if mask is not None:
+        packed, info = apply_mask(ctx, dataset, mask, params.channel_start, params.channel_end,
+                                  output_dir=output_dir, compression=compression)
+        masks = [info]
     if params.orders is not None or params.uncertainty:
         from app.services.moment_multi import multi_product  # noqa: PLC0415
 
-        return multi_product(ctx, dataset, params, save=save, output_dir=output_dir, compression=compression,
-                             resident=resident)
-    data, kernel = _moment(ctx, dataset, params, resident)
+        body = multi_product(ctx, dataset, params, save=save, output_dir=output_dir, compression=compression,
+                             resident=resident, mask=packed, mask_request=mask)
+        return {**body, "masks": masks} if masks is not None else body
+    data, kernel = _moment(ctx, dataset, params, resident, packed)
     if not np.isfinite(data).any():
         raise InvalidRequest("No valid voxels found for the selected moment parameters.")
     axis = axis_of(dataset, params)
@@ -225,6 +246,8 @@ def moment_product(ctx: JobContext, dataset: Dataset, params: MomentParams, *, s
         stem = dataset.path.name.split(".fits")[0]
         path = unique_output_path(output_dir, f"{stem}_mom{params.order}_{params.convention}"
                                               f"_ch{params.channel_start}-{params.channel_end}")
-        path = write_fits_atomic(path, data, moment_header(dataset, params, unit, axis), exclusive=True)
+        path = write_fits_atomic(path, data, moment_header(dataset, params, unit, axis, mask), exclusive=True)
         body["output_path"] = str(path)
+    if masks is not None:
+        body["masks"] = masks
     return body

@@ -29,6 +29,7 @@ from app.io.spectral import spectral_axis
 from app.services.budget import check_rows
 from app.services.cube_reads import require_cube
 from app.services.encoding import encode_array
+from app.services.masking import MaskedSource, MaskRequest, PackedMask, apply_mask
 from app.services.sessions import Dataset
 from kernel_common.views import finite_range
 
@@ -69,15 +70,16 @@ def _weights(kernels, spectra: np.ndarray, peaks: np.ndarray, method: str, weigh
     return w
 
 
-def mean_spectrum(ctx: JobContext, dataset: Dataset) -> tuple[np.ndarray, float]:
-    """Spatial-mean spectrum over finite pixels and the cube's peak voxel (host arrays)."""
+def mean_spectrum(ctx: JobContext, dataset: Dataset, mask: PackedMask | None = None) -> tuple[np.ndarray, float]:
+    """Spatial-mean spectrum over finite pixels (within ``mask`` when given) and the peak voxel (host arrays)."""
     source = require_cube(dataset)
+    reader = source if mask is None else MaskedSource(source, mask)
     kernels = ctx.kernels("stacking")
     check_rows(source.shape, 8.0, f"Mean spectrum of {dataset.dataset_id} (one row slab)")
     partial = None
     for ys in y_slabs(source.shape, ctx.chunk_bytes, bytes_per_voxel=8.0):
         ctx.check_cancelled()
-        block = source.read(y=ys)
+        block = reader.read(y=ys)
         if ctx.on_gpu:
             import cupy  # noqa: PLC0415
 
@@ -88,14 +90,29 @@ def mean_spectrum(ctx: JobContext, dataset: Dataset) -> tuple[np.ndarray, float]
     return np.asarray(to_host(spectrum)), float(to_host(peak))  # sync
 
 
+def build_masks(ctx: JobContext, datasets: list[Dataset], masks: list[MaskRequest] | None, *,
+                output_dir: Path | None, compression: str = "none") -> tuple[list[PackedMask | None], list | None]:
+    """Each cube's noise-aware mask over all its channels (or ``None`` each) and the answer's ``masks``."""
+    if masks is None:
+        return [None] * len(datasets), None
+    built = [apply_mask(ctx, d, m, 0, require_cube(d).shape[0] - 1, output_dir=output_dir, compression=compression)
+             for d, m in zip(datasets, masks, strict=True)]
+    return [b[0] for b in built], [b[1] for b in built]
+
+
 def stack_spectra(ctx: JobContext, datasets: list[Dataset], *, method: str, weight_by: str,
                   weights: list[float] | None, rest_freq_hz: float | None = None,
-                  velocity_convention: str | None = None) -> dict[str, Any]:
-    """The combined spectrum; ``spectral_values`` on the first cube's axis (velocity when a rest frequency is known)."""
+                  velocity_convention: str | None = None, masks: list[MaskRequest] | None = None,
+                  output_dir: Path | None = None) -> dict[str, Any]:
+    """The combined spectrum; ``spectral_values`` on the first cube's axis (velocity when a rest frequency is known).
+
+    With ``masks`` (one per cube) each cube's mean spectrum averages the voxels of its mask only.
+    """
     kernels = ctx.kernels("stacking")
+    packed, infos = build_masks(ctx, datasets, masks, output_dir=output_dir)
     spectra, peaks = [], []
     for i, d in enumerate(datasets):
-        spectrum, peak = mean_spectrum(ctx, d)
+        spectrum, peak = mean_spectrum(ctx, d, packed[i])
         spectra.append(spectrum)
         peaks.append(peak)
         ctx.progress((i + 1) / (len(datasets) + 1))
@@ -113,19 +130,27 @@ def stack_spectra(ctx: JobContext, datasets: list[Dataset], *, method: str, weig
         "bunit": datasets[0].info.get("bunit", ""), "peaks": peaks,
         "spectra_base64": [encode_array(s) for s in stack],
         "data_base64": encode_array(combined), "computed_on": "gpu" if ctx.on_gpu else "cpu",
+        **({"masks": infos} if infos is not None else {}),
     }
 
 
 def stack_cube(ctx: JobContext, datasets: list[Dataset], *, method: str, weight_by: str,
-               weights: list[float] | None, output_dir: Path) -> dict[str, Any]:
-    """Voxel-by-voxel stack written to a new FITS cube (header and WCS of the first cube)."""
+               weights: list[float] | None, output_dir: Path, masks: list[MaskRequest] | None = None) -> dict[str, Any]:
+    """Voxel-by-voxel stack written to a new FITS cube (header and WCS of the first cube).
+
+    With ``masks`` (one per cube) each cube's voxels outside its mask are blank in the stack.
+    """
     kernels = ctx.kernels("stacking")
+    packed, infos = build_masks(ctx, datasets, masks, output_dir=output_dir)
+    readers = [require_cube(d) if m is None else MaskedSource(require_cube(d), m) for d, m in zip(datasets, packed,
+                                                                                                   strict=True)]
     w = None
     if method == "weighted_mean":
         if weights:
             w = np.asarray(weights, dtype=np.float64)
         else:
-            spectra, peaks = zip(*(mean_spectrum(ctx, d) for d in datasets), strict=True)
+            spectra, peaks = zip(*(mean_spectrum(ctx, d, m) for d, m in zip(datasets, packed, strict=True)),
+                                 strict=True)
             w = _weights(kernels, np.vstack(spectra), np.asarray(peaks), method, weight_by, None)
     first = datasets[0]
     source = require_cube(first)
@@ -145,7 +170,7 @@ def stack_cube(ctx: JobContext, datasets: list[Dataset], *, method: str, weight_
         slabs = y_slabs(source.shape, ctx.chunk_bytes, bytes_per_voxel=4.0 * (len(datasets) + 2))
         for i, ys in enumerate(slabs):
             ctx.check_cancelled()
-            blocks = [require_cube(d).read(y=ys) for d in datasets]
+            blocks = [reader.read(y=ys) for reader in readers]
             if ctx.on_gpu:
                 import cupy  # noqa: PLC0415
 
@@ -161,4 +186,4 @@ def stack_cube(ctx: JobContext, datasets: list[Dataset], *, method: str, weight_
     return {"mode": "cube", "method": method, "n_cubes": len(datasets), "width": nx, "height": ny, "depth": nz,
             "range_min": lo if np.isfinite(lo) else 0.0, "range_max": hi if np.isfinite(hi) else 0.0,
             "weights_used": None if w is None else w.tolist(), "output_path": str(written),
-            "computed_on": "gpu" if ctx.on_gpu else "cpu"}
+            "computed_on": "gpu" if ctx.on_gpu else "cpu", **({"masks": infos} if infos is not None else {})}

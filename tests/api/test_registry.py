@@ -88,5 +88,5 @@ def test_capability_table_tells_where_views_run(client) -> None:  # noqa: ANN001
     caps = client.get("/v1/health").json()["capabilities"]
     for view in ("preview", "slice", "subvolume"):
         assert caps[view]["gpu_kernel"] is False and caps[view]["no_gpu_reason"]
-    assert caps["moment"]["kernels"] == ["moments", "casa_moments", "moment_errors", "noise"]
+    assert caps["moment"]["kernels"] == ["moments", "casa_moments", "moment_errors", "noise", "smooth_clip"]
     assert caps["moment"]["gpu_kernel"] is True

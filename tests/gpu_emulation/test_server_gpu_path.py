@@ -29,7 +29,10 @@ from tests.gpu_emulation.device_array import STATS
 
 NZ, NY, NX = 24, 14, 16
 #: Requests named other than their operation (``moment_casa`` is the moment operation's CASA convention).
-OPERATION_OF = {"moment_casa": "moment", "moment_orders": "moment", "pv_range_bin": "pv"}
+OPERATION_OF = {"moment_casa": "moment", "moment_orders": "moment", "pv_range_bin": "pv", "moment_mask": "moment",
+                "linewidth_mask": "linewidth", "stack_mask": "stack"}
+#: The noise-aware mask of issue 17 (smooth and clip).
+MASK = {"snr": 4.0, "spatial_smooth_beams": 1.0, "spectral_smooth_channels": 3, "dilate_channels": 1}
 #: Keys not compared: ids, paths, timings, and where the work ran (``computed_on``, ``contour_tracing``).
 _IGNORED = ("_id", "path", "time", "elapsed", "computed_on", "kernel", "contour_tracing", "cache", "url")
 
@@ -103,6 +106,10 @@ def _requests(client: TestClient, files: Path) -> dict[str, tuple[str, dict[str,
                                                            "method": "polynomial",
                                                            "line_free_channels": [[0, 4], [19, 23]]}, {}),
         "stack": ("/v1/spectral/stack", {"dataset_ids": [ds, ds2]}, h),
+        "moment_mask": ("/v1/products/moment", {"dataset_id": ds, "orders": [0, 1], "mask": MASK,
+                                                "return_mask": True}, h),
+        "linewidth_mask": ("/v1/spectral/linewidth", {"dataset_id": ds, "mask": MASK}, h),
+        "stack_mask": ("/v1/spectral/stack", {"dataset_ids": [ds, ds2], "mask": MASK}, h),
         "isosurface": ("/v1/products/isosurface", {"dataset_id": ds, "threshold": 0.8}, h),
         "js9_imstat": (ANALYSIS, {"task": "imstat", "image_path": cube_path,
                                   "region": {"shape": "circle", "x": 8, "y": 7, "r": 5}}, {}),

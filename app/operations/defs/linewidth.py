@@ -10,11 +10,12 @@ from app.compute.capabilities import Capability
 from app.io.spectral import velocity_options
 from app.operations.base import Call, Operation, Plan, Route
 from app.operations.defs._frames import frames_response
-from app.operations.models import DatasetRequest, ProductEnvelope, example
-from app.services import linewidth
+from app.operations.models import DatasetRequest, MaskInfo, MaskOptions, ProductEnvelope, example
+from app.services import linewidth, masking
+from app.services.encoding import check_compression
 
 
-class LinewidthRequest(DatasetRequest):
+class LinewidthRequest(DatasetRequest, MaskOptions):
     """Line widths over an inclusive channel range."""
 
     model_config = example(dataset_id="ds_0123456789ab", channel_start=5, channel_end=50)
@@ -42,6 +43,7 @@ class LinewidthResponse(ProductEnvelope):
     ew_base64: str | None = Field(None, description="Equivalent-width map, base64 float32.")
     channel_start: int = Field(description="First channel used.")
     channel_end: int = Field(description="Last channel used.")
+    masks: list[MaskInfo] | None = Field(None, description="The noise-aware mask used, when `mask` was given.")
 
 
 def _last_result_keeper(dataset: Any) -> Any:
@@ -61,7 +63,7 @@ class Linewidth(Operation):
 
     name = "linewidth"
     tag = "spectral"
-    capability = Capability(kernels=("linewidth",), tier="heavy", gpu_kernel=True, chunking="y-slab",
+    capability = Capability(kernels=("linewidth", "smooth_clip"), tier="heavy", gpu_kernel=True, chunking="y-slab",
                             bytes_per_voxel=48.0, distributable=True, note="batched Levenberg-Marquardt Gaussian fit")
     Request = LinewidthRequest
     Response = LinewidthResponse
@@ -80,12 +82,20 @@ class Linewidth(Operation):
                                    mask_enabled=body.mask_enabled, threshold_value=body.threshold_value,
                                    method=body.method, snr_cut=snr, **velocity_options(body))
         _, ny, _ = dataset.handle.source.shape
+        chunks = linewidth.row_chunks(ny, settings.effective_linewidth_chunks)
+        mask = masking.mask_request(dataset, body)
+        if mask is not None:  # one job: the mask first, then the row chunks over it
+            comp = check_compression(body.compression)
+            return Plan([dataset], {**params.__dict__, "mask": mask.key(), "compression": comp},
+                        finish=_last_result_keeper(dataset),
+                        job=lambda ctx: linewidth.masked_linewidth(ctx, dataset, params, chunks, mask,
+                                                                   output_dir=settings.output_dir, compression=comp))
         resident = call.resident(dataset)
 
         def part(rows: slice):  # noqa: ANN202
             return lambda ctx: linewidth.linewidth_rows(ctx, dataset, params, rows, resident=resident(ctx))
 
-        parts = [part(rows) for rows in linewidth.row_chunks(ny, settings.effective_linewidth_chunks)]
+        parts = [part(rows) for rows in chunks]
         return Plan([dataset], params.__dict__, parts=parts,
                     combine=lambda results: linewidth.assemble(dataset, params, results),
                     finish=_last_result_keeper(dataset))

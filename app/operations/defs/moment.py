@@ -9,13 +9,13 @@ from app.compute.capabilities import Capability
 from app.errors import InvalidRequest
 from app.io.spectral import velocity_options
 from app.operations.base import Call, Operation, Plan, Route
-from app.operations.models import ArrayPayload, DatasetRequest, example
-from app.services import moments
+from app.operations.models import ArrayPayload, DatasetRequest, MaskInfo, MaskOptions, example
+from app.services import masking, moments
 from app.services.cube_reads import clamp_range, require_cube
 from app.services.encoding import check_compression
 
 
-class MomentRequest(DatasetRequest):
+class MomentRequest(DatasetRequest, MaskOptions):
     """A moment map over an inclusive channel range; `order` and `moment_order` are synonyms."""
 
     model_config = example(dataset_id="ds_0123456789ab", order=0, channel_start=5, channel_end=50)
@@ -81,6 +81,7 @@ class MomentResponse(ArrayPayload):
     noise_per_channel: list[float] | None = Field(
         None, description="Noise σ_i used per channel of the range (data unit), with `uncertainty`.")
     noise_source: str | None = Field(None, description="`request` (the given `rms`) or how it was estimated.")
+    masks: list[MaskInfo] | None = Field(None, description="The noise-aware mask used, when `mask` was given.")
 
 
 def _pix_range(values: list[float] | float | None, name: str) -> tuple[float, ...] | None:
@@ -116,7 +117,7 @@ class Moment(Operation):
     name = "moment"
     tag = "products"
     capability = Capability(
-        kernels=("moments", "casa_moments", "moment_errors", "noise"), tier="heavy", gpu_kernel=True,
+        kernels=("moments", "casa_moments", "moment_errors", "noise", "smooth_clip"), tier="heavy", gpu_kernel=True,
         chunking="y-slab", bytes_per_voxel=24.0, distributable=True,
         note="fused single pass, float64 accumulation; CASA numbering via casa_moments",
     )
@@ -156,9 +157,11 @@ class Moment(Operation):
                                       uncertainty=body.uncertainty,
                                       noise_rms=float(body.rms) if body.uncertainty and body.rms is not None else None)
         comp = check_compression(body.compression)
+        mask = masking.mask_request(dataset, body)
         resident = call.resident(dataset)
         output_dir = call.runtime.settings.output_dir
-        return Plan([dataset], {**params.__dict__, "save": body.save, "compression": comp},
+        return Plan([dataset], {**params.__dict__, "save": body.save, "compression": comp,
+                                **({"mask": mask.key()} if mask else {})},
                     job=lambda ctx: moments.moment_product(ctx, dataset, params, save=body.save,
                                                            output_dir=output_dir, compression=comp,
-                                                           resident=resident(ctx)))
+                                                           resident=resident(ctx), mask=mask))

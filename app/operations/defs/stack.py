@@ -11,11 +11,11 @@ from app.io.spectral import velocity_options
 from app.operations.base import Call, Operation, Plan, Route
 from app.operations.defs._frames import frames_response
 from app.operations.defs._register import output_still_open, register_output
-from app.operations.models import ApiRequest, ProductEnvelope, example
-from app.services import stacking
+from app.operations.models import ApiRequest, MaskInfo, MaskOptions, ProductEnvelope, example
+from app.services import masking, stacking
 
 
-class StackRequest(ApiRequest):
+class StackRequest(ApiRequest, MaskOptions):
     """N ≥ 2 cubes of equal shape."""
 
     model_config = example(dataset_ids=["ds_0123456789ab", "ds_ba9876543210"], method="mean")
@@ -38,6 +38,7 @@ class StackResponse(ProductEnvelope):
     data_base64: str | None = Field(None, description="The stacked spectrum, base64 float32 (spectrum mode).")
     output_path: str | None = Field(None, description="Written cube (cube mode).")
     new_dataset_id: str | None = Field(None, description="The stacked cube, opened in the session (cube mode).")
+    masks: list[MaskInfo] | None = Field(None, description="Each cube's noise-aware mask, when `mask` was given.")
 
 
 def _spectrum_frame(result: dict) -> Response:
@@ -51,7 +52,7 @@ class Stack(Operation):
 
     name = "stack"
     tag = "spectral"
-    capability = Capability(kernels=("stacking",), tier="heavy", gpu_kernel=True, chunking="cube",
+    capability = Capability(kernels=("stacking", "smooth_clip"), tier="heavy", gpu_kernel=True, chunking="cube",
                             bytes_per_voxel=8.0, note="partial/combine/finalize mean spectra")
     Request = StackRequest
     Response = StackResponse
@@ -67,14 +68,19 @@ class Stack(Operation):
         velocity = velocity_options(body)
         params = {**body.model_dump(include={"method", "weight_by", "weights", "mode"}), **velocity}
         weights = body.weights or None
+        reqs = [masking.mask_request(d, body) for d in datasets]
+        masks = None if reqs[0] is None else reqs
+        if masks is not None:
+            params["mask"] = [m.key() for m in masks]
+        output_dir = call.runtime.settings.output_dir
         if body.mode == "spectrum":
             return Plan(datasets, params, job=lambda ctx: stacking.stack_spectra(
-                ctx, datasets, method=body.method, weight_by=body.weight_by, weights=weights, **velocity))
+                ctx, datasets, method=body.method, weight_by=body.weight_by, weights=weights, **velocity,
+                masks=masks, output_dir=output_dir))
         if body.mode != "cube":
             raise InvalidRequest("mode must be 'spectrum' or 'cube'.")
         session_id = datasets[0].session_id
-        output_dir = call.runtime.settings.output_dir
         return Plan(datasets, params, finish=register_output(call, session_id),
                     cache_check=output_still_open(call, session_id),
                     job=lambda ctx: stacking.stack_cube(ctx, datasets, method=body.method, weight_by=body.weight_by,
-                                                        weights=weights, output_dir=output_dir))
+                                                        weights=weights, output_dir=output_dir, masks=masks))
