@@ -29,7 +29,7 @@ from tests.gpu_emulation.device_array import STATS
 
 NZ, NY, NX = 24, 14, 16
 #: Requests named other than their operation (``moment_casa`` is the moment operation's CASA convention).
-OPERATION_OF = {"moment_casa": "moment", "moment_orders": "moment", "pv_range_bin": "pv"}
+OPERATION_OF = {"moment_casa": "moment", "moment_orders": "moment", "pv_range_bin": "pv", "noise_regions": "noise"}
 #: Keys not compared: ids, paths, timings, and where the work ran (``computed_on``, ``contour_tracing``).
 _IGNORED = ("_id", "path", "time", "elapsed", "computed_on", "kernel", "contour_tracing", "cache", "url")
 
@@ -98,6 +98,9 @@ def _requests(client: TestClient, files: Path) -> dict[str, tuple[str, dict[str,
         "linewidth": ("/v1/spectral/linewidth", {"dataset_id": ds}, h),
         "region_spectrum": ("/v1/cube/region_spectrum", {"dataset_id": ds, "regions": "image\ncircle(8,7,4)\n"
                                                          "box(12,5,6,4,30)"}, h),
+        "region_stats": ("/v1/cube/region_stats", {"dataset_id": ds, "regions": "image\ncircle(8,7,4)\n"
+                                                   "box(12,5,6,4,30)", "channel_start": 3, "channel_end": 20}, h),
+        "noise_regions": ("/v1/cube/noise", {"dataset_id": ds, "regions": "image\ncircle(8,7,4)\nbox(12,5,6,4,30)"}, h),
         "baseline": (f"/v1/spectral/baseline/{sid}/{ds}", {"session_id": sid, "dataset_id": ds, "poly_order": 1,
                                                            "method": "polynomial",
                                                            "line_free_channels": [[0, 4], [19, 23]]}, {}),
