@@ -94,7 +94,8 @@ def compute_maps(
                     else mom._guard(k, np.asarray(raw[k], dtype=np.float32), axis)) for k in orders}, {}
     groups = kernel_groups(tuple(orders), params.convention, ctx.on_gpu)
     kern = ctx.kernels("casa_moments") if casa else ctx.kernels("moments")
-    errs = ctx.kernels("moment_errors") if noise is not None else None
+    # σ maps: the compiled one-pass kernel on a local CPU job, else the NumPy/CuPy twin (same numbers)
+    errs = (None if ctx.cluster is not None else ctx.compiled("moment_errors")) or ctx.kernels("moment_errors")
 
     def compute(block: Any) -> dict:
         out: dict[Any, Any] = {}
