@@ -36,26 +36,26 @@ def _kernel(cube, u, w, a, thr_on, thr, rule, lo, hi, dispersion, out):  # noqa:
         for z in range(nz):
             uz, wz, az = u[z], w[z], a[z]
             uz2 = uz * uz
-            for x in range(nx):
+            for x in range(nx):  # branch-free (selects), so the loop vectorises
                 v = np.float64(cube[z, y, x])
-                if not np.isfinite(v):
-                    continue
-                if thr_on and not v >= thr:
-                    continue
-                if rule == _INCLUDE and not (v >= lo and v <= hi):
-                    continue
-                if rule == _EXCLUDE and not (v <= lo or v >= hi):
-                    continue
-                vw = v * wz
+                ok = np.isfinite(v)
+                if thr_on:
+                    ok = ok and v >= thr
+                if rule == _INCLUDE:
+                    ok = ok and v >= lo and v <= hi
+                elif rule == _EXCLUDE:
+                    ok = ok and (v <= lo or v >= hi)
+                vw = v * wz if ok else 0.0
+                ak = az if ok else 0.0
                 acc[0, x] += vw
                 acc[1, x] += vw * uz
                 acc[2, x] += vw * uz2
-                acc[3, x] += az
-                acc[4, x] += az * uz
-                acc[5, x] += az * uz2
-                acc[6, x] += az * uz2 * uz
-                acc[7, x] += az * uz2 * uz2
-                cnt[x] += 1
+                acc[3, x] += ak
+                acc[4, x] += ak * uz
+                acc[5, x] += ak * uz2
+                acc[6, x] += ak * uz2 * uz
+                acc[7, x] += ak * uz2 * uz2
+                cnt[x] += 1 if ok else 0
         for x in range(nx):
             s0, a0 = acc[0, x], acc[3, x]
             if cnt[x] == 0:
