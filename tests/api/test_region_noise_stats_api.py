@@ -196,3 +196,24 @@ def test_bad_regions_are_clear_errors(client, cube, route, extra, message) -> No
     response = client.post(route, json={"dataset_id": ds, **extra}, headers=headers)
     assert response.status_code == 200 and response.json()["valid"] is False, response.text
     assert message in response.json()["error"], response.json()
+
+
+def test_sky_regions_equal_their_pixel_twins(client, cube, data_dir: Path) -> None:  # noqa: ANN001
+    """DS9 fk5 and CRTF J2000 regions go through the WCS: the same pixels and numbers as the pixel regions."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    ds, headers, _ = cube
+    wcs = WCS(fits.getheader(data_dir / "regstats.fits")).celestial
+    ra, dec = wcs.pixel_to_world_values(9.0, 8.0)
+    radius = 3.5 * 0.004 * 3600  # arcsec (|CDELT| = 0.004 deg)
+    sky_ds9 = f'fk5\ncircle({ra:.8f},{dec:.8f},{radius:.6f}")'
+    sky_crtf = f"#CRTF\ncircle [[{ra:.8f}deg, {dec:.8f}deg], {radius:.6f}arcsec], coord=J2000"
+    pixel = client.post("/v1/cube/region_stats", json={"dataset_id": ds, "regions": "image\ncircle(10,9,3.5)"},
+                        headers=headers).json()["regions"][0]
+    for text in (sky_ds9, sky_crtf):
+        body = client.post("/v1/cube/region_stats", json={"dataset_id": ds, "regions": text}, headers=headers).json()
+        assert body["valid"], body
+        sky = body["regions"][0]
+        assert sky["num_pixels"] == pixel["num_pixels"] == int(_mask(REFS[0]).sum())
+        assert sky["mean"] == pytest.approx(pixel["mean"], rel=1e-12) and sky["npts"] == pixel["npts"]
