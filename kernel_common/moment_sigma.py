@@ -39,19 +39,39 @@ def sigma_tile(
     """σ of moments 0, 1, 2 for a ``(nz, m)`` float64 tile ``x`` whose kept voxels are ``keep``.
 
     ``u`` are the centred coordinates, ``w = |Δv|`` and ``s`` the per-channel noise, all
-    ``(nz, 1)`` float64; two passes over the tile (sums, then the centred error sums).
+    ``(nz, 1)`` float64. One pass over the tile as two matrix products of power sums:
+    ``S_k = Σ_i I_i Δv_i u_i^k`` (k = 0…2, kept voxels) and ``A_k = Σ_i a_i u_i^k`` (k = 0…4) with
+    ``a_i = (Δv_i σ_i)²`` over the kept channels. Then ``M0 = S_0``, ``M1 = S_1 / S_0``,
+    ``V = S_2 / S_0 − M1²`` and the centred sums ``C_k = Σ a_i (u_i − M1)^k`` follow from the ``A_k``
+    by the binomial expansion (``C_2 = A_2 − 2 M1 A_1 + M1² A_0``, ``C_4 = A_4 − 4 M1 A_3 + 6 M1² A_2 −
+    4 M1³ A_1 + M1⁴ A_0``), so ``σ_M0 = √A_0``, ``σ_M1 = √C_2 / |M0|`` and
+    ``σ_V = √(C_4 − 2 V C_2 + V² A_0) / |M0|`` (the formulas of :mod:`cpu_fallback.moment_errors`;
+    rounding negatives clipped to 0; one kept voxel has ``d = 0``, so ``C_2`` and the σ_V sum are set
+    to exactly 0 there). The coordinates are centred on the channel range, so for a line
+    inside the range the float64 expansions lose about ``(range / line width)⁴`` ulps: far below
+    float32, the precision of the answer.
     """
     xk = xp.where(keep, x, 0.0)
-    a = xp.where(keep, (w * s) ** 2, 0.0)  # (Δv_i σ_i)² of the kept voxels
-    s0 = xp.sum(xk * w, axis=0)
-    m1u = xp.sum(xk * w * u, axis=0) / s0
-    d = u - m1u[None, :]
-    var = xp.sum(xk * w * d * d, axis=0) / s0
+    kf = keep.astype(xp.float64)
+    uu, ww = u[:, 0], w[:, 0]
+    a = (ww * s[:, 0]) ** 2  # (Δv_i σ_i)²
+    powers = xp.stack([xp.ones_like(uu), uu, uu * uu, uu ** 3, uu ** 4])  # (5, nz)
+    sx = (powers[:3] * ww[None, :]) @ xk  # (3, m): Σ I Δv u^k
+    sa = (powers * a[None, :]) @ kf  # (5, m): Σ a u^k
     n = xp.sum(keep, axis=0)
+    s0 = sx[0]
+    m1 = sx[1] / s0
+    var = sx[2] / s0 - m1 * m1
+    m2 = m1 * m1
+    c2 = sa[2] - 2.0 * m1 * sa[1] + m2 * sa[0]
+    c4 = sa[4] - 4.0 * m1 * sa[3] + 6.0 * m2 * sa[2] - 4.0 * m2 * m1 * sa[1] + m2 * m2 * sa[0]
+    single = n == 1  # d = 0 exactly: the expansions would leave rounding, √ of which is not small
+    c2 = xp.where(single, 0.0, xp.maximum(c2, 0.0))
+    cv = xp.where(single, 0.0, xp.maximum(c4 - 2.0 * var * c2 + var * var * sa[0], 0.0))
     bad = (n == 0) | (s0 == 0) | ~xp.isfinite(s0)
-    sig0 = xp.sqrt(xp.sum(a, axis=0))
-    sig1 = xp.sqrt(xp.sum(a * d * d, axis=0)) / xp.abs(s0)
-    sigvar = xp.sqrt(xp.sum(a * (d * d - var[None, :]) ** 2, axis=0)) / xp.abs(s0)
+    sig0 = xp.sqrt(sa[0])
+    sig1 = xp.sqrt(c2) / xp.abs(s0)
+    sigvar = xp.sqrt(cv) / xp.abs(s0)
     if dispersion:
         sig2 = sigvar / (2.0 * xp.sqrt(var))
         bad2 = bad | ~(var > 0)

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 
 from visivo_client import cli_commands as commands
+from visivo_client import cli_regions
 from visivo_client.client import Client
 from visivo_client.errors import VisivoAuthError, VisivoConnectionError, VisivoError
 
@@ -58,9 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("open", commands.open_, "open a FITS image/cube and show its geometry, units and WCS").add_argument(
         "file", metavar="FILE")
 
-    p = add("moment", commands.moment, "moment map of a cube, written as FITS with its 2-D WCS")
+    p = add("moment", commands.moment, "moment map(s) of a cube, written as FITS with its 2-D WCS")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--order", type=int, required=True, help="moment order (reference: 0,1,2,...; casa: -1..11)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--order", type=int, help="moment order (reference: 0,1,2,...; casa: -1..11)")
+    which.add_argument("--orders", metavar="K,K,...", help="several orders in one pass: one multi-extension FITS "
+                                                           "(MOM<k>, and SIG<k> with --uncertainty)")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="propagated 1-sigma maps of orders 0-2 (noise: --rms, else estimated per channel)")
     p.add_argument("--channels", metavar="START:END", help="inclusive channel range (default all)")
     p.add_argument("--convention", choices=["reference", "casa"], default="reference",
                    help="moment definitions and numbering (default reference)")
@@ -84,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vertices: 0-based pixels, or RA,Dec degrees with --world (use --path=... for negatives)")
     p.add_argument("--width", type=int, default=3, help="width across the path in pixels (default 3)")
     p.add_argument("--world", action="store_true", help="--path vertices are RA,Dec in degrees")
+    p.add_argument("--channels", metavar="START:END", help="inclusive channel range (default all)")
+    p.add_argument("--spatial-bin", type=int, default=1, metavar="N", help="average N samples along the path")
+    p.add_argument("--spectral-bin", type=int, default=1, metavar="N", help="average N channels")
     _output(p)
 
     p = add("baseline", commands.baseline, "subtract a per-pixel spectral baseline (new cube on the server)")
@@ -102,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--region", help="DS9-style region in 1-based pixels, e.g. 'circle(128,128,20)'")
     p.add_argument("--engine", choices=["native", "casa"], help="analysis engine (default the server's)")
+
+    p = add("region-spectrum", cli_regions.region_spectrum, "sum and mean spectrum in each DS9/CRTF region")
+    cli_regions.add_region_arguments(p)
+    p = add("region-stats", cli_regions.region_stats, "CASA imstat statistics in each DS9/CRTF region of a cube")
+    cli_regions.add_region_arguments(p)
 
     p = add("tasks", commands.tasks, "list the server's tasks, show one, or cancel one")
     p.add_argument("task_id", nargs="?", metavar="TASK_ID")

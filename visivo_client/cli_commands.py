@@ -135,6 +135,12 @@ def open_(client: Client, args: argparse.Namespace) -> int:
 
 
 def moment(client: Client, args: argparse.Namespace) -> int:
+    if getattr(args, "orders", None) is not None or getattr(args, "uncertainty", False):
+        from visivo_client.cli_regions import moments  # noqa: PLC0415  (several maps, σ maps: a multi-extension FITS)
+
+        if args.orders is None:
+            args.orders = str(args.order)
+        return moments(client, args)
     ds = client.open(args.file)
     hdu = ds.moment(args.order, parse_range(args.channels, "--channels"), convention=args.convention,
                     threshold=args.threshold, rms=args.rms, rest_freq_hz=args.rest_freq)
@@ -150,7 +156,9 @@ def linewidth(client: Client, args: argparse.Namespace) -> int:
 
 def pv(client: Client, args: argparse.Namespace) -> int:
     ds = client.open(args.file)
-    hdu = ds.pv(parse_path(args.path), width=args.width, world=args.world)
+    hdu = ds.pv(parse_path(args.path), width=args.width, world=args.world,
+                channels=parse_range(getattr(args, "channels", None), "--channels"),
+                spatial_bin=getattr(args, "spatial_bin", 1), spectral_bin=getattr(args, "spectral_bin", 1))
     out = _write(hdu, args.output, args.overwrite)
     h = hdu.header
     text = (f"PV diagram: {h['NAXIS1']} positions x {h['NAXIS2']} channels, offset 0 .. "

@@ -12,7 +12,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from visivo_client import products
+from visivo_client import cube_tables, products
 from visivo_client.codec import binary_frames, decode_array
 from visivo_client.errors import VisivoError
 
@@ -140,16 +140,20 @@ class Dataset:
     def moment(self, order: int, channels: Range = None, *, convention: str = "reference",
                threshold: float | None = None, rms: float | None = None, snr: float | None = None,
                includepix: Sequence[float] | None = None, excludepix: Sequence[float] | None = None,
-               rest_freq_hz: float | None = None, save: bool = True, progress: bool | None = None) -> fits.PrimaryHDU:
+               rest_freq_hz: float | None = None, save: bool = True, uncertainty: bool = False,
+               progress: bool | None = None) -> fits.PrimaryHDU:
         """Moment map (server task ``moment``) as a PrimaryHDU.
 
         ``convention="reference"``: 0 ΣI·Δv, 1 ΣI·v·Δv/M0, 2 variance, 3 skewness, 4 excess kurtosis,
         5 μ₅/σ⁵, 6 RMS, 8 max, 10 min, over voxels ≥ ``threshold``; ``"casa"``: CASA immoments'
         numbering (−1 … 11). With ``save`` (default) the header is the one the server wrote with the
         product (2-D celestial WCS, ``BUNIT``, beam, ``HISTORY`` provenance) and ``output_path`` names
-        the file on the server; otherwise the same content is built here from the answer.
+        the file on the server; otherwise the same content is built here from the answer. With
+        ``uncertainty`` (orders 0-2) ``hdu.meta["sigma"]`` is the propagated 1σ map (float32, the map's
+        unit) and ``hdu.meta["noise_per_channel"]`` the noise used (the given ``rms``, else estimated).
         """
         body = {"dataset_id": self.dataset_id, "order": int(order), **_channels(channels),
+                "uncertainty": bool(uncertainty),
                 "convention": convention, "threshold": threshold, "rms": rms, "snr": snr,
                 "includepix": list(includepix) if includepix is not None else None,
                 "excludepix": list(excludepix) if excludepix is not None else None,
@@ -166,8 +170,36 @@ class Dataset:
                    f"exclude={answer.get('exclude')}", f"source={self.path}"]
         hdu = products.map_hdu(data, celestial=self.celestial_wcs, bunit=answer.get("moment_unit") or "",
                                history=history, beam=self.info, header=header)
-        hdu.meta = products.metadata(answer)  # type: ignore[attr-defined]
+        hdu.meta = {k: v for k, v in products.metadata(answer).items() if k != "sigma_base64"}  # type: ignore
+        if answer.get("sigma_base64"):
+            hdu.meta["sigma"] = decode_array(answer["sigma_base64"], answer.get("compression"),  # type: ignore
+                                             shape=data.shape)
         return hdu
+
+    def moments(self, orders: Sequence[int], channels: Range = None, *, convention: str = "reference",
+                threshold: float | None = None, rms: float | None = None, snr: float | None = None,
+                includepix: Sequence[float] | None = None, excludepix: Sequence[float] | None = None,
+                uncertainty: bool = False, rest_freq_hz: float | None = None, save: bool = False,
+                progress: bool | None = None) -> fits.HDUList:
+        """Several moment maps from one pass over the cube (``orders``), with their σ maps when asked.
+
+        Returns an HDUList: an empty primary HDU with ``HISTORY`` provenance, then ``MOM<k>`` per order
+        and ``SIG<k>`` per σ map (orders 0-2 with ``uncertainty``), each with the 2-D celestial WCS,
+        ``BUNIT`` and the beam (the layout of the FITS the server saves with ``save``; ``meta["output_path"]``
+        then names it). ``meta`` holds the rest of the answer (``noise_per_channel``, ``noise_source``, …).
+        Parameters as :meth:`moment`.
+        """
+        body = {"dataset_id": self.dataset_id, "orders": [int(k) for k in orders], **_channels(channels),
+                "convention": convention, "threshold": threshold, "rms": rms, "snr": snr,
+                "uncertainty": bool(uncertainty),
+                "includepix": list(includepix) if includepix is not None else None,
+                "excludepix": list(excludepix) if excludepix is not None else None,
+                "rest_freq_hz": rest_freq_hz, "save": save, "compression": self._client.compression}
+        answer = self._client._task("moment", body, progress, f"moments {list(orders)}")
+        history = [f"visivo-gpu-server moments orders={answer.get('orders')} convention={answer.get('convention')}",
+                   f"channels={answer.get('channel_start')}..{answer.get('channel_end')} source={self.path}",
+                   f"threshold={answer.get('threshold_used')} noise={answer.get('noise_source')}"]
+        return cube_tables.moments_hdulist(answer, celestial=self.celestial_wcs, beam=self.info, history=history)
 
     def linewidth(self, channels: Range = None, *, map: str = "fwhm", threshold: float | None = None,  # noqa: A002
                   snr: float | None = None, rest_freq_hz: float | None = None,
@@ -207,17 +239,21 @@ class Dataset:
                 body[f"{name}0"], body[f"{name}1"] = int(bounds[0]), int(bounds[1])
         return products.noise_table(self._client._post("/v1/cube/noise", body), self.bunit)
 
-    def pv(self, path: Sequence[Sequence[float]], width: int = 3, *, world: bool = False,
-           progress: bool | None = None) -> fits.PrimaryHDU:
+    def pv(self, path: Sequence[Sequence[float]], width: int = 3, *, world: bool = False, channels: Range = None,
+           spatial_bin: int = 1, spectral_bin: int = 1, progress: bool | None = None) -> fits.PrimaryHDU:
         """Position–velocity diagram along a polyline (server task ``pv``).
 
         ``path`` is a list of vertices: 0-based pixel ``(x, y)``, or ``(ra, dec)`` in degrees with
         ``world=True``. ``width`` is in pixels, averaged across the path. The HDU's axis 1 is the
         offset along the path in arcsec, axis 2 the spectral axis (km/s for velocity cubes).
+        ``channels`` limits the diagram to an inclusive channel range; ``spatial_bin`` /
+        ``spectral_bin`` average blocks of samples × channels on the server (the axes then step by
+        the bins' mean offsets and coordinates).
         """
         vertices = [[float(a), float(b)] for a, b in path]
         body = {"dataset_id": self.dataset_id, "width_pixels": int(width), "compression": self._client.compression,
-                ("points_ra_dec" if world else "vertices"): vertices}
+                ("points_ra_dec" if world else "vertices"): vertices, **_channels(channels),
+                "spatial_bin": int(spatial_bin), "spectral_bin": int(spectral_bin)}
         answer = self._client._task("pv", body, progress, "pv")
         hdu = products.pv_hdu(answer, self.path)
         hdu.meta = products.metadata(answer)  # type: ignore[attr-defined]
@@ -244,6 +280,40 @@ class Dataset:
         body = {"dataset_id": self.dataset_id, "threshold": float(threshold), "step": int(step),
                 "compression": self._client.compression}
         return products.mesh(self._client._task("isosurface", body, progress, "isosurface"))
+
+    # ------------------------------------------------------------------ regions (DS9 / CRTF)
+    def _regions(self, route: str, regions: str | None, region_file: str | None, fmt: str | None,
+                 channels: Range, **extra: Any) -> dict[str, Any]:
+        if (regions is None) == (region_file is None):
+            raise ValueError("give either regions (DS9/CRTF text) or region_file (a path on the server)")
+        body = {"dataset_id": self.dataset_id, "regions": regions, "region_file": region_file, "format": fmt,
+                **_channels(channels), **extra}
+        return self._client._post(route, body)
+
+    def region_spectrum(self, regions: str | None = None, *, region_file: str | None = None, format: str | None = None,  # noqa: A002
+                        channels: Range = None, rest_freq_hz: float | None = None) -> list[Table]:
+        """Sum and mean spectrum in each DS9/CRTF region (``/v1/cube/region_spectrum``): one table per region.
+
+        ``regions`` is region text (DS9 ``image`` coordinates 1-based, CRTF ``pix`` 0-based, sky regions
+        through the WCS), or ``region_file`` a region file on the server (inside its data roots). Columns
+        ``channel``, ``spectral``, ``sum`` (data unit · pixel), ``mean``, ``count``; ``meta`` has the region's
+        ``index``, ``shape``, ``num_pixels``, ``bbox``.
+        """
+        answer = self._regions("/v1/cube/region_spectrum", regions, region_file, format, channels,
+                               rest_freq_hz=rest_freq_hz)
+        return cube_tables.region_spectra_tables(answer)
+
+    def region_stats(self, regions: str | None = None, *, region_file: str | None = None, format: str | None = None,  # noqa: A002
+                     channels: Range = None) -> Table:
+        """CASA imstat statistics per region over the channels (``/v1/cube/region_stats``): one row per region."""
+        return cube_tables.region_stats_table(
+            self._regions("/v1/cube/region_stats", regions, region_file, format, channels))
+
+    def region_noise(self, regions: str | None = None, *, region_file: str | None = None, format: str | None = None,  # noqa: A002
+                     channels: Range = None) -> list[Table]:
+        """Per-channel median, MAD and σ = 1.4826·MAD inside each region (``/v1/cube/noise`` with regions)."""
+        answer = self._regions("/v1/cube/noise", regions, region_file, format, channels)
+        return cube_tables.region_noise_tables(answer, self.bunit)
 
     def close(self) -> None:
         """Close the dataset on the server."""

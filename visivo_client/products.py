@@ -65,7 +65,8 @@ def pv_hdu(answer: dict[str, Any], source: str) -> fits.PrimaryHDU:
 
     The offset axis is linear, ``CRVAL1`` = first sample offset and ``CDELT1`` = mean sample step
     (exact for a single segment, whose samples are equally spaced; a polyline's segments may have
-    slightly different steps, which HISTORY notes). The spectral axis is linear in the server's
+    slightly different steps, which HISTORY notes). With ``spatial_bin`` > 1 the step is that of the
+    full bins (a last, partial bin's centre is nearer; HISTORY says where). The spectral axis is linear in the server's
     ``spectral_values`` (km/s for velocity axes).
     """
     nz, ns = int(answer["rows"]), int(answer["cols"])
@@ -76,7 +77,8 @@ def pv_hdu(answer: dict[str, Any], source: str) -> fits.PrimaryHDU:
     header = fits.Header()
     header["CTYPE1"], header["CUNIT1"], header["CRPIX1"] = "OFFSET", "arcsec", 1.0
     header["CRVAL1"] = float(offsets[0]) if ns else 0.0
-    header["CDELT1"] = float((offsets[-1] - offsets[0]) / (ns - 1)) if ns > 1 else 1.0
+    full = ns - 1 if int(answer.get("spatial_bin") or 1) > 1 and ns > 2 else ns  # a last partial bin is off-grid
+    header["CDELT1"] = float((offsets[full - 1] - offsets[0]) / (full - 1)) if full > 1 else 1.0
     header["CTYPE2"] = answer.get("spectral_axis_type") or "CHANNEL"
     header["CUNIT2"] = answer.get("spectral_axis_unit") or ""
     header["CRPIX2"], header["CRVAL2"] = 1.0, float(spectral[0]) if nz else 0.0
@@ -86,7 +88,10 @@ def pv_hdu(answer: dict[str, Any], source: str) -> fits.PrimaryHDU:
     header.add_history(f"visivo-gpu-server pv width={answer.get('width_pixels')} px, {answer.get('sampling')}")
     header.add_history(f"vertices (0-based px)={answer.get('vertices_px')}")
     header.add_history(f"length={answer.get('total_length_arcsec')} arcsec source={source}")
-    steps = np.diff(offsets)
+    if full < ns:
+        header.add_history(f"spatial_bin={answer.get('spatial_bin')}: CDELT1 from the full bins; the last bin "
+                           f"may be partial (its centre {float(offsets[-1]):.6g} arcsec)")
+    steps = np.diff(offsets[:full])
     if steps.size and np.ptp(steps) > 1e-3 * abs(header["CDELT1"]):
         header.add_history("offset steps differ between segments: CDELT1 is their mean")
     return fits.PrimaryHDU(data, header=header)

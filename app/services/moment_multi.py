@@ -2,7 +2,9 @@
 
 ``orders: [0, 1, 2, 8]`` reads every y-slab of the cube once and computes all requested maps
 (and, with ``uncertainty``, the σ maps of orders 0, 1, 2) from that slab before the next one is
-read. The maps are bit-identical to single-order requests: on the CPU the fused reference kernel
+read. The maps are bit-identical to single-order requests. On a local CPU job with numba the compiled
+kernels of the single-order path (float64 sums whatever the order set) and the compiled one-pass σ kernel
+run on each slab; otherwise: on the CPU the fused reference (NumPy) kernel
 sums order 0 (and order 6) in float32 when no order 1-5 is asked with it, but in float64 when one
 is, so there orders 0 and 6 each get their own kernel sweep over the slab already in memory (the
 other orders share one sweep); the GPU kernel and the CASA kernel compute every order from the
@@ -95,11 +97,17 @@ def compute_maps(
                     else mom._guard(k, np.asarray(raw[k], dtype=np.float32), axis)) for k in orders}, {}
     groups = kernel_groups(tuple(orders), params.convention, ctx.on_gpu)
     kern = ctx.kernels("casa_moments") if casa else ctx.kernels("moments")
-    errs = ctx.kernels("moment_errors") if noise is not None else None
+    # A local CPU job with numba: the compiled kernels on the slab already read -- the maps of the
+    # single-order requests' fast path (float64 sums whatever the order set) and the one-pass σ kernel
+    local = ctx.cluster is None
+    fast_maps = _fast_maps(ctx, casa, orders) if local else None
+    errs = (ctx.compiled("moment_errors") if local else None) or ctx.kernels("moment_errors")
 
     def compute(block: Any) -> dict:
         out: dict[Any, Any] = {}
-        for group in groups:
+        if fast_maps is not None:
+            out.update(fast_maps(block, coords, widths, params, orders))
+        for group in groups if fast_maps is None else ():
             if casa:
                 out.update(kern.casa_moment_maps(block, coords, widths, moments=group,
                                                  include=params.include, exclude=params.exclude))
@@ -123,6 +131,20 @@ def compute_maps(
     sigmas = {k: np.where(np.isfinite(maps[k]), np.asarray(raw[("sigma", k)], dtype=np.float32), np.float32(np.nan))
               for k in SIGMA_ORDERS if ("sigma", k) in raw}
     return maps, sigmas
+
+
+def _fast_maps(ctx: JobContext, casa: bool, orders: tuple[int, ...]) -> Any:
+    """``f(block, coords, widths, params, orders) -> maps`` with the compiled moment kernels, or None."""
+    if casa:
+        fast = ctx.compiled("moments_casa")
+        if fast is None or not set(orders) <= fast.COMPILED_MOMENTS:
+            return None
+        return lambda block, v, w, p, o: fast.casa_moment_maps_raw(block, v, w, moments=o, include=p.include,
+                                                                   exclude=p.exclude)
+    fast = ctx.compiled("moments_ref")
+    if fast is None:
+        return None
+    return lambda block, v, w, p, o: fast.moment_maps_raw(block, v, w, orders=o, threshold=p.threshold)
 
 
 def _map_entry(params: mom.MomentParams, order: int, data: np.ndarray, sigma: np.ndarray | None, bunit: str,

@@ -159,6 +159,17 @@ def test_distributed_noise_equals_local(clients, cluster: LocalCluster) -> None:
     assert _until(lambda: not any("run_tile" in str(key) for key in cluster.scheduler.tasks))
 
 
+def test_distributed_region_noise_equals_local(clients) -> None:  # noqa: ANN001
+    """Per-region noise (issue 17 item 6) through the workers: the same numbers as the local path."""
+    dist_ds, local_ds = _pair(clients, NGC)
+    regions = "image\ncircle(100,120,30)\nbox(200,60,40,30,0)"
+    a = clients[0].post("/v1/cube/noise", json={"dataset_id": dist_ds, "regions": regions}).json()
+    b = clients[1].post("/v1/cube/noise", json={"dataset_id": local_ds, "regions": regions}).json()
+    assert a["valid"] and b["valid"], (a, b)
+    assert a["regions"] == b["regions"] and a["mad"] == b["mad"]
+    assert any(m is not None and m > 0 for m in a["regions"][1]["mad"])
+
+
 def test_distributed_linewidth_equals_local(clients, root: Path) -> None:
     dist_ds, local_ds = _pair(clients, root / "data" / "synthetic.fits")
     body: dict = {}

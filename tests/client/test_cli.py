@@ -17,7 +17,8 @@ from visivo_client.cli import build_parser, main
 from visivo_client.products import quiet_wcs
 from visivo_client.transport import Transport
 
-COMMANDS = ["health", "ls", "header", "open", "moment", "linewidth", "pv", "baseline", "noise", "imstat", "tasks"]
+COMMANDS = ["health", "ls", "header", "open", "moment", "linewidth", "pv", "baseline", "noise", "imstat", "tasks",
+            "region-spectrum", "region-stats"]
 
 
 @pytest.fixture

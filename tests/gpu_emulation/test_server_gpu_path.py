@@ -30,7 +30,7 @@ from tests.gpu_emulation.device_array import STATS
 NZ, NY, NX = 24, 14, 16
 #: Requests named other than their operation (``moment_casa`` is the moment operation's CASA convention).
 OPERATION_OF = {"moment_casa": "moment", "moment_orders": "moment", "pv_range_bin": "pv", "moment_mask": "moment",
-                "linewidth_mask": "linewidth", "stack_mask": "stack"}
+                "linewidth_mask": "linewidth", "stack_mask": "stack", "noise_regions": "noise"}
 #: The noise-aware mask of issue 17 (smooth and clip).
 MASK = {"snr": 4.0, "spatial_smooth_beams": 1.0, "spectral_smooth_channels": 3, "dilate_channels": 1}
 #: Keys not compared: ids, paths, timings, and where the work ran (``computed_on``, ``contour_tracing``).
@@ -102,6 +102,9 @@ def _requests(client: TestClient, files: Path) -> dict[str, tuple[str, dict[str,
         "linefit": ("/v1/spectral/linefit", {"dataset_id": ds, "components": 2}, h),
         "region_spectrum": ("/v1/cube/region_spectrum", {"dataset_id": ds, "regions": "image\ncircle(8,7,4)\n"
                                                          "box(12,5,6,4,30)"}, h),
+        "region_stats": ("/v1/cube/region_stats", {"dataset_id": ds, "regions": "image\ncircle(8,7,4)\n"
+                                                   "box(12,5,6,4,30)", "channel_start": 3, "channel_end": 20}, h),
+        "noise_regions": ("/v1/cube/noise", {"dataset_id": ds, "regions": "image\ncircle(8,7,4)\nbox(12,5,6,4,30)"}, h),
         "baseline": (f"/v1/spectral/baseline/{sid}/{ds}", {"session_id": sid, "dataset_id": ds, "poly_order": 1,
                                                            "method": "polynomial",
                                                            "line_free_channels": [[0, 4], [19, 23]]}, {}),

@@ -8,20 +8,17 @@ from app.compute.capabilities import Capability
 from app.errors import InvalidRequest
 from app.io.spectral import velocity_options
 from app.operations.base import Call, Operation, Plan, Route
+from app.operations.defs._regions import RegionSourceFields, plan_regions
 from app.operations.models import DatasetRequest, ProductEnvelope, example
 from app.services import region_spectrum
 from app.services.cube_reads import clamp_range, require_cube
 
 
-class RegionSpectrumRequest(DatasetRequest):
-    """One or more regions as DS9 or CRTF text, and an optional channel range."""
+class RegionSpectrumRequest(DatasetRequest, RegionSourceFields):
+    """One or more regions as DS9 or CRTF text (or a region file), and an optional channel range."""
 
     model_config = example(dataset_id="ds_0123456789ab",
                            regions="# Region file format: DS9\nimage\ncircle(30,30,5)\nbox(60,40,10,6,0)")
-    regions: str = Field(description="DS9 or CRTF region text (astropy-regions); one spectrum per region. DS9 "
-                                     "`image` coordinates are 1-based, CRTF `pix` 0-based; sky regions use the WCS.")
-    format: str | None = Field(None, description="`ds9` or `crtf`; default: `crtf` if the text starts with "
-                                                 "`#CRTF`, else `ds9`.")
     channel_start: int | None = Field(None, description="First channel (0-based, inclusive); default 0.")
     channel_end: int | None = Field(None, description="Last channel (inclusive); default the last one.")
     rest_freq_hz: float | None = Field(None, description="Rest frequency (Hz); wins over the header's RESTFRQ.")
@@ -70,9 +67,9 @@ class RegionSpectrumOp(Operation):
         if body.channel_start is not None and body.channel_end is not None and body.channel_start > body.channel_end:
             raise InvalidRequest("Invalid channel range.")
         c0, c1 = clamp_range(body.channel_start, body.channel_end, nz, "channel")
-        masks = region_spectrum.parse_regions(dataset, body.regions, body.format)
+        text, fmt, masks = plan_regions(call, dataset, body)
         velocity = velocity_options(body)
-        params = {"regions": body.regions, "format": region_spectrum.detect_format(body.regions, body.format),
+        params = {"regions": text, "format": fmt,
                   "channel_start": c0, "channel_end": c1, **velocity}
         return Plan([dataset], params, job=lambda ctx: region_spectrum.region_spectra(
             ctx, dataset, masks, c0=c0, c1=c1, **velocity))
