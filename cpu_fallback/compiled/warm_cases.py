@@ -14,7 +14,7 @@ import numpy as np
 
 def default_cases() -> list[Callable[[], object]]:
     """Zero-argument calls that compile (or load) every kernel specialisation worth warming."""
-    from cpu_fallback.compiled import moments_casa, moments_ref, noise  # noqa: PLC0415
+    from cpu_fallback.compiled import linewidth, moments_casa, moments_ref, noise  # noqa: PLC0415
 
     nz, ny, nx = 4, 2, 3
     v = np.linspace(-1.0, 1.0, nz)
@@ -27,5 +27,6 @@ def default_cases() -> list[Callable[[], object]]:
             c, v, w, orders=sorted(moments_ref.COMPILED_ORDERS), **s))
         cases.append(lambda c=cube, s=scaling: moments_casa.casa_moment_maps_raw(
             c, v, w, moments=sorted(moments_casa.COMPILED_MOMENTS), **s))
+        cases.append(lambda c=cube, s=scaling: linewidth.gaussian_linewidth_raw(c, v, w, **s))
     cases.append(lambda: noise.channel_mad(base))
     return cases

@@ -42,6 +42,7 @@ class LinewidthResponse(ProductEnvelope):
     ew_base64: str | None = Field(None, description="Equivalent-width map, base64 float32.")
     channel_start: int = Field(description="First channel used.")
     channel_end: int = Field(description="Last channel used.")
+    kernel: str | None = Field(None, description="`numba` (compiled CPU), `numpy` (CPU oracle) or `cupy` (GPU).")
 
 
 def _last_result_keeper(dataset: Any) -> Any:
@@ -53,7 +54,7 @@ def _last_result_keeper(dataset: Any) -> Any:
 
 
 class Linewidth(Operation):
-    """FWHM (batched Levenberg–Marquardt Gaussian fit) and equivalent-width maps.
+    """FWHM (per-pixel Levenberg–Marquardt Gaussian fit: compiled on the CPU, batched NumPy oracle) and EW maps.
 
     Row chunks (`VISIVO_LINEWIDTH_CHUNKS`) run as concurrent heavy jobs. The last answer per
     dataset is kept for `GET /v1/spectral/linewidth/{dataset_id}`.
