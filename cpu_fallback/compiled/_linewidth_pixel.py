@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from cpu_fallback.compiled._linewidth_numerics import median_mad, vexp
 from kernel_common import linefit
 from kernel_common.constants import FWHM_PER_SIGMA, MAD_TO_SIGMA
 
@@ -37,94 +38,6 @@ def constants() -> np.ndarray:
 def _used(v, use_thr, thr):
     """A sample enters the fit: finite and, with a threshold, ``>= thr`` (compared in float64)."""
     return np.isfinite(v) and (not use_thr or np.float64(v) >= thr)
-
-
-#: Below this many values a selection finishes by insertion sort.
-_SMALL = 16
-
-
-@njit(cache=True, error_model="numpy")
-def kth(a, n, k):  # noqa: C901
-    """Rearrange ``a[:n]`` (no NaN) so that ``a[k]`` is its ``k``-th smallest value, all before it
-    ``<=`` and all after it ``>=``; returns ``a[k]``.
-
-    Quickselect with a median-of-three pivot and a branch-free Lomuto partition (the swap is
-    unconditional, the store index advances by the comparison: no mispredicted branches); a
-    partition that leaves nothing below the pivot gathers the values equal to it next, so ties
-    cost linear time; ranges of at most ``_SMALL`` values finish by insertion sort.
-    """
-    lo, hi = 0, n - 1
-    while hi - lo > _SMALL:
-        mid = (lo + hi) >> 1
-        if a[mid] < a[lo]:
-            a[mid], a[lo] = a[lo], a[mid]
-        if a[hi] < a[lo]:
-            a[hi], a[lo] = a[lo], a[hi]
-        if a[mid] < a[hi]:  # the median of the three goes to a[hi]: the pivot
-            a[mid], a[hi] = a[hi], a[mid]
-        pivot = a[hi]
-        store = lo
-        for i in range(lo, hi):
-            x = a[i]
-            a[i] = a[store]
-            a[store] = x
-            store += x < pivot
-        a[hi] = a[store]
-        a[store] = pivot
-        if k < store:
-            hi = store - 1
-            continue
-        if store == lo:  # nothing below the pivot: gather its ties before going on
-            eq = store + 1
-            for i in range(store + 1, hi + 1):
-                x = a[i]
-                a[i] = a[eq]
-                a[eq] = x
-                eq += x == pivot
-            if k < eq:
-                return pivot
-            lo = eq
-        elif k == store:
-            return pivot
-        else:
-            lo = store + 1
-    for i in range(lo + 1, hi + 1):
-        x = a[i]
-        j = i - 1
-        while j >= lo and a[j] > x:
-            a[j + 1] = a[j]
-            j -= 1
-        a[j + 1] = x
-    return a[k]
-
-
-@njit(cache=True, error_model="numpy")
-def median_mad(a, n):
-    """Median and unscaled MAD of ``a[:n]`` (reordered; ``a`` float64 scratch, no NaN).
-
-    ``median = (s[(n-1)//2] + s[n//2]) / 2`` of the sorted values ``s`` and the MAD by the same rule
-    over ``|a - median|`` (:mod:`kernel_common.robust`); the order statistics are found by
-    selection, so the values are exactly those of the oracle's sort. NaN when ``n == 0``.
-    """
-    if n == 0:
-        return np.nan, np.nan
-    k, h = (n - 1) // 2, n // 2
-    lo = kth(a, n, k)
-    hi = lo
-    if h > k:
-        hi = a[h]
-        for i in range(h + 1, n):
-            hi = min(hi, a[i])
-    med = 0.5 * (lo + hi)
-    for i in range(n):
-        a[i] = abs(a[i] - med)
-    dlo = kth(a, n, k)
-    dhi = dlo
-    if h > k:
-        dhi = a[h]
-        for i in range(h + 1, n):
-            dhi = min(dhi, a[i])
-    return med, 0.5 * (dlo + dhi)
 
 
 @njit(cache=True, error_model="numpy")
@@ -165,12 +78,16 @@ def _window(u, nz, centre, halfw, run_lo, run_hi, step):
 
 
 @njit(cache=True, error_model="numpy")
-def _count(so, perm, lo, hi, use_thr, thr):
-    n = 0
+def _pack(so, perm, u, lo, hi, inv, use_thr, thr, wk):
+    """The used samples of window ``[lo, hi)`` as ``y = I / peak`` and ``u`` in ``wk[0], wk[1]``; their count."""
+    m = 0
     for k in range(lo, hi):
-        if _used(so[perm[k]], use_thr, thr):
-            n += 1
-    return n
+        v = so[perm[k]]
+        if _used(v, use_thr, thr):
+            wk[0, m] = np.float64(v) * inv
+            wk[1, m] = u[k]
+            m += 1
+    return m
 
 
 @njit(cache=True, error_model="numpy")
@@ -200,19 +117,21 @@ def _cross(so, perm, u, du, nz, kp, peak, half, inv, step, use_thr, thr):
 
 
 @njit(cache=True, error_model="numpy")
-def _sums(so, perm, u, lo, hi, inv, a, mu, sig, use_thr, thr):
-    """``chi^2``, ``T_k = sum g r z^k``, ``S_k = sum g^2 z^k`` over the window's used samples (oracle ``_sums``)."""
-    chi2 = t0 = t1 = t2 = t3 = t4 = s0 = s1 = s2 = s3 = s4 = 0.0
+def _sums(wk, m, a, mu, sig):
+    """``chi^2``, ``T_k = sum g r z^k``, ``S_k = sum g^2 z^k`` over the ``m`` packed window samples (oracle
+    ``_sums``, in channel order): ``z`` and ``g = exp(-z^2 / 2)`` first, in a loop that vectorises."""
+    y, u, zb, gb = wk[0], wk[1], wk[2], wk[3]
     inv_s = 1.0 / sig
-    for k in range(lo, hi):
-        v = so[perm[k]]
-        if not _used(v, use_thr, thr):
-            continue
-        y = np.float64(v) * inv
-        z = (u[k] - mu) * inv_s
+    for i in range(m):
+        z = (u[i] - mu) * inv_s
+        zb[i] = z
+        gb[i] = vexp(z * z * -0.5)
+    chi2 = t0 = t1 = t2 = t3 = t4 = s0 = s1 = s2 = s3 = s4 = 0.0
+    for i in range(m):
+        z = zb[i]
+        g = gb[i]
         z2 = z * z
-        g = np.exp(z2 * -0.5)
-        r = y - g * a
+        r = y[i] - g * a
         chi2 += r * r
         gr = r * g
         t0 += gr
@@ -253,11 +172,11 @@ def _solve(h00, h01, h02, h11, h12, h22, e0, e1, e2, b0, b1, b2, lam):
 
 
 @njit(cache=True, error_model="numpy")
-def _lm(so, perm, u, lo, hi, inv, p0, p1, p2, count, use_thr, thr, sig_min, span, max_iter, c):  # noqa: C901
+def _lm(wk, u, lo, hi, p0, p1, p2, count, sig_min, span, max_iter, c):  # noqa: C901
     """One LM fit in ``[lo, hi)`` from ``p``: ``(state, q, prev)``; state 1 converged (``q``), 2 failed,
     3 the centre left the window (``q`` the new point, ``prev`` the last point inside)."""
     dof = np.float64(max(count - 3, 1))
-    s = _sums(so, perm, u, lo, hi, inv, p0, p1, p2, use_thr, thr)
+    s = _sums(wk, count, p0, p1, p2)
     lam, nu = c[_L0], 2.0
     o0, o1, o2 = p0, p1, p2
     it = 0
@@ -280,7 +199,7 @@ def _lm(so, perm, u, lo, hi, inv, p0, p1, p2, count, use_thr, thr, sig_min, span
             return 1, p0 + d0, p1 + d1, p2 + d2, o0, o1, o2
         n0, n1, n2 = (p0 + d0, p1 + d1, p2 + d2) if ok else (p0, p1, p2)
         ok = ok and n2 != 0
-        sn = _sums(so, perm, u, lo, hi, inv, n0, n1, n2, use_thr, thr) if ok else s
+        sn = _sums(wk, count, n0, n1, n2) if ok else s
         acc = ok and sn[0] < chi2
         t = 2.0 * ((chi2 - sn[0]) / pred) - 1.0
         shrink = max(1.0 / 3.0, 1.0 - t * t * t)
@@ -306,7 +225,7 @@ def _lm(so, perm, u, lo, hi, inv, p0, p1, p2, count, use_thr, thr, sig_min, span
 
 
 @njit(cache=True, error_model="numpy")
-def fit(so, perm, u, du, udu, nz, kp, peak, use_thr, thr, sig_min, span, max_iter, c):  # noqa: C901
+def fit(so, perm, u, du, udu, nz, kp, peak, use_thr, thr, sig_min, span, max_iter, c, wk):  # noqa: C901
     """Gaussian fit of one spectrum (oracle steps 1-6): ``(A, mu, |sigma|, 1/peak)`` on the scaled axis, or
     NaN ``A`` where it failed. ``kp``: first peak channel (sorted order); ``peak``: float32 peak > 0."""
     inv = 1.0 / np.float64(peak)
@@ -316,7 +235,7 @@ def fit(so, perm, u, du, udu, nz, kp, peak, use_thr, thr, sig_min, span, max_ite
     sig0 = (xr - xl) / c[_FW]
     step, rounds_max, min_s = int(c[_WSTEP]), int(c[_ROUNDS]), int(c[_MINS])
     lo, hi = _window(u, nz, 0.5 * (xl + xr), c[_WSIG] * sig0, lft + 1, rgt, step)
-    count = _count(so, perm, lo, hi, use_thr, thr)
+    count = _pack(so, perm, u, lo, hi, inv, use_thr, thr, wk)
     if count < min_s:
         return np.nan, np.nan, np.nan, inv
     num = den = 0.0
@@ -330,8 +249,7 @@ def fit(so, perm, u, du, udu, nz, kp, peak, use_thr, thr, sig_min, span, max_ite
     q0 = q1 = q2 = np.nan
     rounds = 0
     while True:
-        state, q0, q1, q2, o0, o1, o2 = _lm(so, perm, u, lo, hi, inv, p0, p1, p2, count, use_thr, thr, sig_min,
-                                            span, max_iter, c)
+        state, q0, q1, q2, o0, o1, o2 = _lm(wk, u, lo, hi, p0, p1, p2, count, sig_min, span, max_iter, c)
         if state == 2:
             return np.nan, np.nan, np.nan, inv
         sg = abs(q2)
@@ -349,7 +267,7 @@ def fit(so, perm, u, du, udu, nz, kp, peak, use_thr, thr, sig_min, span, max_ite
             lo, hi = _window(u, nz, q1, c[_WSIG] * sg, nz, 0, step)
             p0, p1, p2 = q0, q1, sg
         rounds += 1
-        count = _count(so, perm, lo, hi, use_thr, thr)
+        count = _pack(so, perm, u, lo, hi, inv, use_thr, thr, wk)
         if count < min_s:
             return np.nan, np.nan, np.nan, inv
     sg = abs(q2)
@@ -370,12 +288,13 @@ def _profile_range(u, nz, order, mu, sig, z2max):
 
 
 @njit(cache=True, error_model="numpy")
-def significant(so, nz, u, uo, duo, order, use_thr, thr, amp, mu, sig, inv, sig_min, sig_max, c, buf):  # noqa: C901
+def significant(so, nz, u, uo, duo, order, use_thr, thr, amp, mu, sig, inv, sig_min, sig_max, c, buf, wk):  # noqa: C901
     """The acceptance rule of :func:`kernel_common.linefit.significant` for one fit (original channel order).
 
     Detection (peak ``>= 3 s`` and integrated SNR over ``+-1 FWHM >= 6``, ``s`` the robust noise of the
     fit residuals), constraint (``A >= 3 sigma_A``) and bounds; the profile is 0 where ``z^2 >= 100``.
-    ``u``: the sorted axis; ``order``: 0 if ``uo`` is ascending, 1 if descending, 2 otherwise.
+    ``u``: the sorted axis; ``order``: 0 if ``uo`` is ascending, 1 if descending, 2 otherwise; ``wk``:
+    ``(4, nz)`` float64 scratch.
     """
     if not (u[0] <= mu <= u[nz - 1] and sig_min <= sig <= sig_max and np.isfinite(amp)):
         return False
@@ -394,14 +313,21 @@ def significant(so, nz, u, uo, duo, order, use_thr, thr, amp, mu, sig, inv, sig_
         if _used(v, use_thr, thr):
             buf[n] = np.float64(v) * inv
             n += 1
+    zb, gb = wk[2], wk[3]
+    for k in range(k0, k1):  # the profile, in a loop that vectorises
+        z = (uo[k] - mu) / sig
+        z2 = z * z
+        zb[k] = z
+        g = vexp(-0.5 * min(z2, z2max))
+        gb[k] = g if z2 < z2max else 0.0
     for k in range(k0, k1):
         v = so[k]
         if not _used(v, use_thr, thr):
             continue
         yv = np.float64(v) * inv
-        z = (uo[k] - mu) / sig
+        z = zb[k]
         z2 = z * z
-        g = np.exp(-0.5 * z2) if z2 < z2max else 0.0
+        g = gb[k]
         if z2 <= fw2:
             flux += yv * duo[k]
             flux_n += duo[k] * duo[k]

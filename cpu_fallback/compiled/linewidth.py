@@ -49,7 +49,7 @@ TASK_PIXELS, STRIPES = 64, 64
 
 
 @njit(cache=True, error_model="numpy")
-def _pixel(so, nz, perm, ax, opt, c, buf):  # noqa: C901
+def _pixel(so, nz, perm, ax, opt, c, buf, wk):  # noqa: C901
     """FWHM and EW (float32, NaN where blank) of the spectrum ``so`` (original channel order)."""
     u, du, udu, dv, uo, duo = ax
     use_thr, thr, snr_cut, uniform, half_span, sig_min, span, sig_max, max_iter, do_fit, order = opt
@@ -72,10 +72,10 @@ def _pixel(so, nz, perm, ax, opt, c, buf):  # noqa: C901
     ew = np.float32(m0 / np.float64(peak))
     if not do_fit:
         return nan, ew
-    a, mu, sig, inv = fit(so, perm, u, du, udu, nz, kp, peak, use_thr, thr, sig_min, span, max_iter, c)
+    a, mu, sig, inv = fit(so, perm, u, du, udu, nz, kp, peak, use_thr, thr, sig_min, span, max_iter, c, wk)
     if not np.isfinite(a):
         return nan, ew
-    if not significant(so, nz, u, uo, duo, order, use_thr, thr, a, mu, sig, inv, sig_min, sig_max, c, buf):
+    if not significant(so, nz, u, uo, duo, order, use_thr, thr, a, mu, sig, inv, sig_min, sig_max, c, buf, wk):
         return nan, ew
     return np.float32(FWHM_PER_SIGMA * half_span * sig), ew
 
@@ -104,10 +104,11 @@ def _kernel(flat, geo, dec, perm, ax, opt, c, fwhm, ew):
                 blk[z, j] = row[j]
         so = np.empty(nz, np.float32)
         buf = np.empty(nz, np.float64)
+        wk = np.empty((4, nz), np.float64)
         for j in range(n):
             for z in range(nz):
                 so[z] = blk[z, j]
-            f, e = _pixel(so, nz, perm, ax, opt, c, buf)
+            f, e = _pixel(so, nz, perm, ax, opt, c, buf, wk)
             fwhm[y, x0 + j] = f
             ew[y, x0 + j] = e
 

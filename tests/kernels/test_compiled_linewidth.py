@@ -19,7 +19,7 @@ from astropy.io import fits
 from app.io.fits_reader import open_fits_image
 from cpu_fallback import linewidth as oracle
 from cpu_fallback.compiled import runtime
-from cpu_fallback.compiled._linewidth_pixel import kth, median_mad
+from cpu_fallback.compiled._linewidth_numerics import kth, median_mad
 from cpu_fallback.compiled.linewidth import equivalent_width_raw, gaussian_linewidth_raw
 
 DEMO = Path(__file__).resolve().parents[2] / "app" / "demo_data" / "ngc5921_hi_cube.fits.gz"
