@@ -148,3 +148,47 @@ def vexp(x):
     e = p * _as_f64((np.int64(kf) + 1023) << 52)
     return e if x >= -708.0 else 0.0
 
+
+
+#: Relative margin of :func:`mad_decide`'s counting test (far above float64 rounding).
+MARGIN = 1e-9
+
+
+@njit(cache=True, error_model="numpy")
+def mad_decide(a, n, t):
+    """Whether the MAD of ``a[:n]`` (``n >= 1``, no NaN) is at most ``t`` (finite), mostly without computing it.
+
+    Returns ``(1, nan)`` when ``MAD <= t (1 - MARGIN)`` for sure, ``(-1, nan)`` when ``MAD > t (1 + MARGIN)``
+    for sure, else ``(0, MAD)`` with the exact MAD (:func:`median_mad`'s value). The median is selected
+    exactly; then one counting pass over the deviations ``d_i = |a_i - median|`` decides: with ``k, h``
+    the middle ranks (``MAD = (d_(k) + d_(h)) / 2``), at least ``h + 1`` deviations ``<= t (1 - MARGIN)``
+    put both middle ones below, at most ``k`` deviations ``<= t (1 + MARGIN)`` put both above. A
+    caller comparing ``MAD`` with ``t`` in floating point gets the same answer either way (its
+    rounding is ~1e-16). ``a[:n]`` becomes the deviations.
+    """
+    k, h = (n - 1) // 2, n // 2
+    lo = kth(a, n, k)
+    hi = lo
+    if h > k:
+        hi = a[h]
+        for i in range(h + 1, n):
+            hi = min(hi, a[i])
+    med = 0.5 * (lo + hi)
+    tl, th = t * (1.0 - MARGIN), t * (1.0 + MARGIN)
+    c1 = c2 = 0
+    for i in range(n):
+        d = abs(a[i] - med)
+        a[i] = d
+        c1 += d <= tl
+        c2 += d <= th
+    if c1 > h:
+        return 1, np.nan
+    if c2 <= k:
+        return -1, np.nan
+    dlo = kth(a, n, k)
+    dhi = dlo
+    if h > k:
+        dhi = a[h]
+        for i in range(h + 1, n):
+            dhi = min(dhi, a[i])
+    return 0, 0.5 * (dlo + dhi)

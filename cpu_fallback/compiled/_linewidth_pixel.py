@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cpu_fallback.compiled._linewidth_numerics import median_mad, vexp
+from cpu_fallback.compiled._linewidth_numerics import mad_decide, median_mad, vexp
 from kernel_common import linefit
 from kernel_common.constants import FWHM_PER_SIGMA, MAD_TO_SIGMA
 
@@ -41,15 +41,24 @@ def _used(v, use_thr, thr):
 
 
 @njit(cache=True, error_model="numpy")
-def spectrum_noise(so, nz, buf):
-    """``1.4826 MAD`` over all finite samples of the spectrum (the oracle's SNR-cut noise)."""
+def passes_noise_cut(so, nz, peak, snr_cut, buf):
+    """The SNR cut ``peak >= snr_cut * 1.4826 MAD`` over all finite samples of the spectrum (``snr_cut > 0``),
+    decided by :func:`mad_decide` where it can (``buf``: float64 scratch of ``nz``)."""
     n = 0
     for k in range(nz):
         v = so[k]
         if np.isfinite(v):
             buf[n] = np.float64(v)
             n += 1
-    return MAD_TO_SIGMA * median_mad(buf, n)[1]
+    if n == 0:
+        return False
+    t = np.float64(peak) / (snr_cut * MAD_TO_SIGMA)
+    if not np.isfinite(t):
+        return np.float64(peak) >= snr_cut * (MAD_TO_SIGMA * median_mad(buf, n)[1])
+    verdict, mad = mad_decide(buf, n, t)
+    if verdict != 0:
+        return verdict > 0
+    return np.float64(peak) >= snr_cut * (MAD_TO_SIGMA * mad)
 
 
 @njit(cache=True, error_model="numpy")
@@ -345,11 +354,22 @@ def significant(so, nz, u, uo, duo, order, use_thr, thr, amp, mu, sig, inv, sig_
         s4 += q
     if n < 2:
         return False
-    s = c[_MADS] * median_mad(buf, n)[1]
     flux_n = np.sqrt(flux_n)
     minor = s2 * s4 - s3 * s3
     det = s0 * minor - s1 * (s1 * s4 - s3 * s2) + s2 * (s1 * s3 - s2 * s2)
-    sigma_a = s * np.sqrt(minor / det)
+    if not (det > 0 and minor > 0 and flux > 0):
+        return False
+    root = np.sqrt(minor / det)
+    # every test reads s <= bound: the MAD's bound decides most fits without the MAD itself
+    t = min(amp / c[_PSNR], flux / (c[_DSNR] * flux_n), amp / (c[_ASNR] * root)) / c[_MADS]
+    if np.isfinite(t):
+        verdict, mad = mad_decide(buf, n, t)
+        if verdict != 0:
+            return verdict > 0
+    else:
+        mad = median_mad(buf, n)[1]
+    s = c[_MADS] * mad
+    sigma_a = s * root
     detected = amp >= c[_PSNR] * s and flux >= c[_DSNR] * s * flux_n and flux > 0
     constrained = det > 0 and minor > 0 and amp >= c[_ASNR] * sigma_a
     return np.isfinite(s) and detected and constrained

@@ -39,7 +39,7 @@ from numba import njit, prange
 from numpy.typing import ArrayLike, NDArray
 
 from cpu_fallback.compiled import runtime
-from cpu_fallback.compiled._linewidth_pixel import constants, fit, significant, spectrum_noise
+from cpu_fallback.compiled._linewidth_pixel import constants, fit, passes_noise_cut, significant
 from cpu_fallback.compiled.rawdata import load_row, raw_args, scratch
 from kernel_common.constants import FWHM_PER_SIGMA
 from kernel_common.linefit import SpectralAxis
@@ -67,7 +67,7 @@ def _pixel(so, nz, perm, ax, opt, c, buf, wk):  # noqa: C901
         m0 = dv[0] * m0
     if not (m0 > 0 and peak > 0):
         return nan, nan
-    if snr_cut > 0 and not (np.float64(peak) >= snr_cut * spectrum_noise(so, nz, buf)):
+    if snr_cut > 0 and not passes_noise_cut(so, nz, peak, snr_cut, buf):
         return nan, nan
     ew = np.float32(m0 / np.float64(peak))
     if not do_fit:

@@ -19,7 +19,7 @@ from astropy.io import fits
 from app.io.fits_reader import open_fits_image
 from cpu_fallback import linewidth as oracle
 from cpu_fallback.compiled import runtime
-from cpu_fallback.compiled._linewidth_numerics import kth, median_mad
+from cpu_fallback.compiled._linewidth_numerics import kth, mad_decide, median_mad
 from cpu_fallback.compiled.linewidth import equivalent_width_raw, gaussian_linewidth_raw
 
 DEMO = Path(__file__).resolve().parents[2] / "app" / "demo_data" / "ngc5921_hi_cube.fits.gz"
@@ -172,3 +172,17 @@ def test_selection_equals_sorting() -> None:
         med, mad = median_mad(a.copy(), n)
         assert med == np.median(a)
         assert mad == np.median(np.abs(a - np.median(a)))
+
+
+def test_mad_decision_agrees_with_the_exact_mad() -> None:
+    rng = np.random.default_rng(12)
+    for trial in range(600):
+        n = int(rng.integers(1, 260))
+        a = np.round(rng.normal(size=n), 1 + trial % 3)  # ties, and MADs hit exactly by some t
+        exact = median_mad(a.copy(), n)[1]
+        for t in (exact, exact * (1 + 1e-12), exact * (1 - 1e-12), exact * 1.3, exact * 0.7, 0.0):
+            verdict, mad = mad_decide(a.copy(), n, t)
+            if verdict == 0:
+                assert mad == exact
+            else:
+                assert (verdict > 0) == (exact <= t)
