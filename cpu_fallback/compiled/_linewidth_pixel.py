@@ -323,20 +323,20 @@ def significant(so, nz, u, uo, duo, order, use_thr, thr, amp, mu, sig, inv, sig_
             buf[n] = np.float64(v) * inv
             n += 1
     zb, gb = wk[2], wk[3]
-    for k in range(k0, k1):  # the profile, in a loop that vectorises
-        z = (uo[k] - mu) / sig
+    for i in range(k1 - k0):  # the profile, in a loop that vectorises (stores at indices known >= 0)
+        z = (uo[k0 + i] - mu) / sig
         z2 = z * z
-        zb[k] = z
+        zb[i] = z
         g = vexp(-0.5 * min(z2, z2max))
-        gb[k] = g if z2 < z2max else 0.0
+        gb[i] = g if z2 < z2max else 0.0
     for k in range(k0, k1):
         v = so[k]
         if not _used(v, use_thr, thr):
             continue
         yv = np.float64(v) * inv
-        z = zb[k]
+        z = zb[k - k0]
         z2 = z * z
-        g = gb[k]
+        g = gb[k - k0]
         if z2 <= fw2:
             flux += yv * duo[k]
             flux_n += duo[k] * duo[k]
