@@ -4,7 +4,9 @@
 spectrum (kernel ``linewidth.gaussian_linewidth``); ``EW = Σ I·Δv / max I``. The cube is split
 into ``VISIVO_LINEWIDTH_CHUNKS`` row chunks that run as concurrent heavy jobs; within a chunk
 y-slabs bound the memory. Pixels under the SNR cut (peak / robust noise, ``VISIVO_LINEWIDTH_SNR``)
-and failed fits are NaN.
+and failed fits are NaN. On a CPU job with numba (and no Dask lane) the compiled kernel
+:mod:`cpu_fallback.compiled.linewidth` reads the stored FITS data in y-slab views (same rules and
+maps as the NumPy oracle, which runs with ``VISIVO_COMPILED=0``); the answer's ``kernel`` says which.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from app.compute.dispatch import JobContext
+from app.compute.raw_slabs import map_over_raw_slabs
 from app.compute.slab_runner import map_over_slabs
 from app.errors import InvalidRequest
 from app.io.spectral import SpectralAxis, check_rest_frequency, check_velocity_convention, spectral_axis
@@ -86,6 +89,13 @@ def linewidth_rows(ctx: JobContext, dataset: Dataset, params: LinewidthParams, r
     check_rows((z.stop - z.start, 1, source.shape[2]), 48.0, "Line width (one row slab)")
     axis = _axis(dataset, params)
     coords, widths = axis.coords[z], axis.widths[z]
+    # a cluster ships float32 tiles; a noise-aware mask blanks float32 slabs: both keep the array kernels
+    fast = None if ctx.cluster is not None or mask is not None else ctx.compiled("linewidth")
+    if fast is not None:  # compiled per-pixel fit straight from the stored FITS data (y-slab views)
+        maps = map_over_raw_slabs(ctx, source, z, lambda raw: _compiled_maps(fast, raw, params, coords, widths),
+                                  rows=rows)
+        return {"rows": (rows.start, rows.stop), "maps": maps, "unit": axis.unit, "computed_on": "cpu",
+                "kernel": "numba"}
     kernels = ctx.kernels("linewidth")
 
     def compute(block: Any) -> dict:
@@ -113,7 +123,19 @@ def linewidth_rows(ctx: JobContext, dataset: Dataset, params: LinewidthParams, r
     else:
         maps = map_over_slabs(ctx, source, z, compute, bytes_per_voxel=48.0, resident=resident, rows=rows)
     return {"rows": (rows.start, rows.stop), "maps": maps, "unit": axis.unit,
-            "computed_on": "gpu" if ctx.on_gpu else "cpu"}
+            "computed_on": "gpu" if ctx.on_gpu else "cpu", "kernel": "cupy" if ctx.on_gpu else "numpy"}
+
+
+def _compiled_maps(fast: Any, raw: Any, params: LinewidthParams, coords: np.ndarray,
+                   widths: np.ndarray) -> dict[str, np.ndarray]:
+    """FWHM/EW maps of one raw slab by :mod:`cpu_fallback.compiled.linewidth` (same rules as the oracle)."""
+    scaling = {"bscale": raw.bscale, "bzero": raw.bzero, "blank": raw.blank}
+    if params.method == "ew":
+        return {"ew": fast.equivalent_width_raw(raw.data, widths, snr_cut=params.snr_cut,
+                                                threshold=params.threshold, **scaling)}
+    fwhm, ew = fast.gaussian_linewidth_raw(raw.data, coords, widths, snr_cut=params.snr_cut,
+                                           threshold=params.threshold, **scaling)
+    return {"fwhm": fwhm, "ew": ew}
 
 
 def assemble(dataset: Dataset, params: LinewidthParams, parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -132,6 +154,7 @@ def assemble(dataset: Dataset, params: LinewidthParams, parts: list[dict[str, An
         "channel_start": params.channel_start, "channel_end": params.channel_end,
         "snr_cut": params.snr_cut, "threshold_used": params.threshold,
         "computed_on": parts[0]["computed_on"] if parts else "cpu", "chunks": len(parts),
+        "kernel": parts[0].get("kernel") if parts else None,
         **_axis(dataset, params).describe(),
     }
     if params.method == "fwhm":

@@ -14,7 +14,7 @@ import numpy as np
 
 def default_cases() -> list[Callable[[], object]]:
     """Zero-argument calls that compile (or load) every kernel specialisation worth warming."""
-    from cpu_fallback.compiled import moment_errors, moments_casa, moments_ref, noise  # noqa: PLC0415
+    from cpu_fallback.compiled import linewidth, moment_errors, moments_casa, moments_ref, noise  # noqa: PLC0415
 
     nz, ny, nx = 4, 2, 3
     v = np.linspace(-1.0, 1.0, nz)
@@ -27,6 +27,7 @@ def default_cases() -> list[Callable[[], object]]:
             c, v, w, orders=sorted(moments_ref.COMPILED_ORDERS), **s))
         cases.append(lambda c=cube, s=scaling: moments_casa.casa_moment_maps_raw(
             c, v, w, moments=sorted(moments_casa.COMPILED_MOMENTS), **s))
+        cases.append(lambda c=cube, s=scaling: linewidth.gaussian_linewidth_raw(c, v, w, **s))
     cases.append(lambda: noise.channel_mad(base))
     cases.append(lambda: moment_errors.moment_sigma_maps(base, v, w, np.ones(nz), threshold=1.0))
     return cases

@@ -44,6 +44,7 @@ class LinewidthResponse(ProductEnvelope):
     channel_start: int = Field(description="First channel used.")
     channel_end: int = Field(description="Last channel used.")
     masks: list[MaskInfo] | None = Field(None, description="The noise-aware mask used, when `mask` was given.")
+    kernel: str | None = Field(None, description="`numba` (compiled CPU), `numpy` (CPU oracle) or `cupy` (GPU).")
 
 
 def _last_result_keeper(dataset: Any) -> Any:
@@ -55,7 +56,7 @@ def _last_result_keeper(dataset: Any) -> Any:
 
 
 class Linewidth(Operation):
-    """FWHM (batched Levenberg–Marquardt Gaussian fit) and equivalent-width maps.
+    """FWHM (per-pixel Levenberg–Marquardt Gaussian fit: compiled on the CPU, batched NumPy oracle) and EW maps.
 
     Row chunks (`VISIVO_LINEWIDTH_CHUNKS`) run as concurrent heavy jobs. The last answer per
     dataset is kept for `GET /v1/spectral/linewidth/{dataset_id}`.
