@@ -124,7 +124,7 @@ def compute_moment_maps(ctx: JobContext, dataset: Dataset, params: MomentParams,
     full_axis = axis_of(dataset, params)
     coords, widths = full_axis.coords[z], full_axis.widths[z]
     if params.convention == "casa":
-        fast = None if ctx.cluster is not None else ctx.compiled("moments_casa")  # a cluster ships float32 tiles
+        fast = ctx.compiled("moments_casa")  # on a Dask cluster too: the workers read raw tiles
         if fast is not None and set(orders) <= fast.COMPILED_MOMENTS:
             return map_over_raw_slabs(ctx, source, z, lambda raw: fast.casa_moment_maps_raw(
                 raw.data, coords, widths, moments=orders, include=params.include, exclude=params.exclude,
@@ -135,7 +135,7 @@ def compute_moment_maps(ctx: JobContext, dataset: Dataset, params: MomentParams,
             return kernels.casa_moment_maps(block, coords, widths, moments=orders,
                                             include=params.include, exclude=params.exclude)
     else:
-        fast = None if ctx.cluster is not None else ctx.compiled("moments_ref")
+        fast = ctx.compiled("moments_ref")
         if fast is not None:
             return map_over_raw_slabs(ctx, source, z, lambda raw: fast.moment_maps_raw(
                 raw.data, coords, widths, orders=orders, threshold=params.threshold,
