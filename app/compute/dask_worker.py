@@ -105,12 +105,14 @@ def _to_device(value: Any) -> Any:
 
 def to_host_tree(value: Any) -> Any:
     """``value`` with every CuPy array (also inside tuples, lists and dicts) copied to a NumPy array."""
-    if hasattr(value, "get") and hasattr(value, "__cuda_array_interface__"):
-        return value.get()
     if isinstance(value, dict):
         return {k: to_host_tree(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(to_host_tree(v) for v in value)
+    if isinstance(value, (np.ndarray, np.generic, int, float, str, bytes)) or value is None:
+        return value
+    if hasattr(value, "shape") and callable(getattr(value, "get", None)):  # a CuPy array (or 0-d)
+        return value.get()  # sync
     return value
 
 
