@@ -6,9 +6,12 @@ runner (:mod:`app.compute.slab_runner`) then ships each tile — a y-slab with t
 axis whole, or a channel block for per-channel statistics — as one Dask task: the task
 carries the FITS path, the HDU index, the reader's layout (axis order, BSCALE/BZERO/BLANK)
 and the tile's bounds, never the array. The worker opens the file itself (memmap), reads
-the tile with the same reader code as the server and runs the same CPU kernel, and the
-tile's small result maps come back to the server, which assembles them in order. The tiles
-are the slabs the local path uses (same chunk budget), so the answers are bit-identical.
+the tile with the same reader code as the server and runs the same kernel (the compiled one on
+the stored data's view where the server would use it; the CuPy twin on a GPU worker, see
+:mod:`app.compute.dask_worker`), and the tile's result comes back to the server, which assembles
+the maps in order (:meth:`DaskLane.map_tiles`) or, for cube-valued results, writes each tile as
+it arrives with a bounded number in flight (:meth:`DaskLane.iter_tiles`). The tiles are the slabs
+the local path uses (same chunk budget), so the answers are bit-identical where the same kernel runs.
 
 Progress is the fraction of completed tiles; cancelling the job cancels its futures.
 """
@@ -31,6 +34,9 @@ from app.io.fits_reader import CubeSource
 log = logging.getLogger("visivo.dask")
 
 Compute = Callable[[np.ndarray], Any]
+
+#: Smallest worker ``memory_limit`` for which the server ships raw tiles to the compiled kernels.
+COMPILED_MIN_WORKER_BYTES = 1 << 30
 
 #: Seconds between checks of the job's cancel flag while waiting for tiles.
 POLL_SECONDS = 0.1
@@ -70,7 +76,8 @@ class TileSource:
 
     def apply(self, z: slice, y: slice, x: slice, fn: Callable[[Any], Any], *, raw: bool = False) -> Any:
         """``fn(block)`` with the file open: ``block`` the float32 block, or with ``raw`` the stored
-        data's :class:`~app.io.fits_reader.RawBlock` view (``x`` whole) for the compiled kernels."""
+        data's :class:`~app.io.fits_reader.RawBlock` (``x`` whole; copied in pieces, so that the worker
+        holds the tile and not the file pages of every plane) for the compiled kernels."""
         from astropy.io import fits  # noqa: PLC0415
 
         try:
@@ -85,7 +92,7 @@ class TileSource:
             ) from None
         try:
             source = CubeSource(hdul[self.hdu].data, self.index, self.order, self.bscale, self.bzero, self.blank)
-            block = source.read_raw(z=z, y=y) if raw else source.read(z=z, y=y, x=x)
+            block = source.read_raw_copy(z=z, y=y) if raw else source.read(z=z, y=y, x=x)
             del source
             return fn(block)
         finally:
@@ -200,6 +207,17 @@ class DaskLane:
         """``GPU`` resources the connected workers advertise (0: a CPU cluster)."""
         workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
         return float(sum(w.get("resources", {}).get("GPU", 0) for w in workers.values()))
+
+    def ships_raw_tiles(self) -> bool:
+        """Whether jobs on this cluster may use the compiled kernels on raw tiles: no worker advertises
+        a GPU (those take float32 tiles for the CuPy kernels) and every worker's ``memory_limit`` is
+        unlimited or at least :data:`COMPILED_MIN_WORKER_BYTES` (numba and LLVM take ~150 MiB of
+        each worker process that loads them)."""
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {}).values()
+        if any(w.get("resources", {}).get("GPU", 0) for w in workers):
+            return False
+        limits = [int(w.get("memory_limit") or 0) for w in workers]
+        return all(limit == 0 or limit >= COMPILED_MIN_WORKER_BYTES for limit in limits)
 
     def worth(self, nbytes: float) -> bool:
         """Whether work reading ``nbytes`` of cube goes to the cluster (``VISIVO_DASK_MIN_MEGABYTES``);

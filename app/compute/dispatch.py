@@ -110,8 +110,9 @@ class JobContext:
     def compiled(self, module: str) -> ModuleType | None:
         """The compiled CPU fast path ``cpu_fallback.compiled.<module>`` for a CPU job when numba is
         usable, else None (then the job uses :meth:`kernels`, the NumPy oracle). A job on a Dask cluster
-        whose workers advertise GPUs gets None (its tiles run the CuPy kernels there)."""
-        if self.on_gpu or (self.cluster is not None and self.cluster.gpus() > 0):
+        gets None unless the cluster takes raw tiles (``DaskLane.ships_raw_tiles``: no GPU workers, whose
+        tiles run the CuPy kernels, and no worker too small to load numba)."""
+        if self.on_gpu or (self.cluster is not None and not self.cluster.ships_raw_tiles()):
             return None
         from cpu_fallback.compiled import runtime  # noqa: PLC0415 - sets the numba cache dir first
 

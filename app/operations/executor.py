@@ -101,8 +101,22 @@ def _on_cluster(plan: Plan, cluster: Any) -> Plan:
 
         return run
 
+    def combine(results: list[Any]) -> Any:  # the parts' tallies summed into the combined answer
+        merged = plan.combine(results)
+        tallies = [r["cluster"] for r in results if isinstance(r, dict) and r.get("cluster")]
+        if not tallies or not isinstance(merged, dict):
+            return merged
+        kernels: dict[str, int] = {}
+        for tally in tallies:
+            for kernel, n in tally["kernels"].items():
+                kernels[kernel] = kernels.get(kernel, 0) + n
+        fallback = list(dict.fromkeys(f for tally in tallies for f in tally["fallback"]))
+        return {**merged, "cluster": {"tiles": sum(t["tiles"] for t in tallies), "kernels": kernels,
+                                      "fallback": fallback}}
+
     return dataclasses.replace(plan, job=bind(plan.job) if plan.job is not None else None,
-                               parts=[bind(part) for part in plan.parts])
+                               parts=[bind(part) for part in plan.parts],
+                               combine=combine if plan.combine is not None else None)
 
 
 async def _run_parts(runtime: Runtime, op: type[Operation], plan: Plan, *, gpu: bool, progress: Progress,

@@ -50,7 +50,7 @@ def _synthetic(seed: int = 15, scale: float = 1.0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="512MiB",
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GiB",  # numba fits
                       dashboard_address="127.0.0.1:0", scheduler_port=0) as local:
         yield local
 
@@ -212,3 +212,24 @@ def test_compiled_moments_on_the_workers(cluster: LocalCluster, root: Path, monk
 
 
 COMPILED_CASES = (("reference", 0), ("reference", 2), ("casa", 1), ("casa", 8))
+
+
+def test_raw_copy_keeps_the_stored_values(tmp_path: Path) -> None:
+    """The raw tiles a worker hands to the compiled kernels: the stored int16 values, BLANK and scaling
+    untouched, equal to the memmap view they were copied from."""
+    from app.io.fits_reader import open_fits_image  # noqa: PLC0415
+
+    raw = np.arange(6 * 5 * 7, dtype=np.int16).reshape(6, 5, 7) - 100
+    raw[2, 1, 3] = -32768
+    hdu = fits.PrimaryHDU(raw)
+    hdu.header["BSCALE"], hdu.header["BZERO"], hdu.header["BLANK"] = 0.5, 10.0, -32768
+    hdu.writeto(tmp_path / "int16.fits")
+    image = open_fits_image(tmp_path / "int16.fits")
+    try:
+        view = image.source.read_raw(z=slice(1, 5), y=slice(2, 4))
+        copy = image.source.read_raw_copy(z=slice(1, 5), y=slice(2, 4))
+        assert copy.data.dtype == view.data.dtype and copy.data.flags.c_contiguous
+        assert np.array_equal(copy.data, view.data) and np.array_equal(copy.data, raw[1:5, 2:4])
+        assert (copy.bscale, copy.bzero, copy.blank) == (0.5, 10.0, -32768)
+    finally:
+        image.close()
