@@ -102,8 +102,18 @@ def memory_case(args: argparse.Namespace) -> None:
             alive = len(lane.client.scheduler_info(n_workers=-1)["workers"])
         finally:
             lane.close()
+        kernels = ctx.cluster_tiles["kernels"]
         local_ctx = JobContext(select_backend("cpu"), None, args.chunk_mb << 20, capability=Moment.capability)
-        local = compute_moment(local_ctx, dataset, params)
+        saved = os.environ.get("VISIVO_COMPILED")
+        if "numba" not in kernels:  # small workers got float32 tiles: compare with the same (NumPy) kernel
+            os.environ["VISIVO_COMPILED"] = "0"
+        try:
+            local = compute_moment(local_ctx, dataset, params)
+        finally:
+            if saved is None:
+                os.environ.pop("VISIVO_COMPILED", None)
+            else:
+                os.environ["VISIVO_COMPILED"] = saved
         image.close()
     identical = out.tobytes() == local.tobytes()
     cube_mib = 4 * np.prod(shape) / 2**20
@@ -113,8 +123,8 @@ def memory_case(args: argparse.Namespace) -> None:
         f"Cube {nx}×{ny}×{nz} float32 = {cube_mib:.0f} MiB, {cube_mib / limit_mib:.1f}× one worker's "
         f"`memory_limit` of {limit_mib} MiB; 2 worker processes; chunk budget {args.chunk_mb} MiB. Moment 0 "
         f"took {fmt_s(seconds)}; workers alive at the end: {alive} of {pids_before} (none restarted); map "
-        f"bit-identical to the local path: {identical}. Peak RSS (`ru_maxrss`) of each worker process before "
-        "the job (imports) and after it:", "",
+        f"bit-identical to the local path with the same kernels ({', '.join(kernels)}): {identical}. Peak RSS "
+        "(`ru_maxrss`) of each worker process before the job (imports) and after it:", "",
         markdown_table(["worker port", "peak RSS before (MiB)", "peak RSS after (MiB)"], rows), "",
         "Workers read their slabs from the memmap and drop the file pages after each piece "
         "(`madvise(MADV_DONTNEED)`, see *Limits*), so a worker holds one slab, not the file.",
