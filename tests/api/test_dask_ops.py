@@ -126,6 +126,19 @@ def test_distributed_baseline_equals_local_bitwise(clients, root: Path, which: s
         np.testing.assert_allclose(got[finite], expected[finite], atol=2e-4)
 
 
+def test_distributed_stack_of_ngc5921_equals_local(clients) -> None:
+    """NGC 5921 stacked with itself: the mean spectrum of the cube, bit-identical on both paths."""
+    answers = []
+    for client in clients:
+        sid, ids = _open(client, NGC, NGC)
+        answers.append(_post(client, "/v1/spectral/stack", {"dataset_ids": ids, "method": "mean"}, sid))
+    assert answers[0]["data_base64"] == answers[1]["data_base64"] and answers[0]["cluster"]["tiles"] >= 2
+    with fits.open(NGC) as hdul:
+        cube = np.squeeze(hdul[0].data).astype(np.float64)
+    expected = np.nanmean(cube.reshape(cube.shape[0], -1), axis=1)
+    np.testing.assert_allclose(decode(answers[0]), expected, rtol=1e-5, atol=1e-9)
+
+
 def test_distributed_stack_equals_local(clients, root: Path) -> None:
     paths = (root / "data" / "a.fits", root / "data" / "b.fits")
     spectra, cubes = [], []
@@ -161,6 +174,16 @@ def test_distributed_pv_and_isosurface_equal_local(clients, root: Path) -> None:
     assert pv[0]["data_base64"] == pv[1]["data_base64"] and pv[0]["cluster"]["tiles"] >= 1
     assert iso[0]["points_base64"] == iso[1]["points_base64"] and iso[0]["polys_base64"] == iso[1]["polys_base64"]
     assert iso[0]["cluster"]["tiles"] >= 1 and "cluster" not in iso[1]
+    # NGC 5921: a PV across the galaxy and its 20 mJy/beam isosurface
+    pv, iso = [], []
+    for client in clients:
+        sid, (ds,) = _open(client, NGC)
+        pv.append(_post(client, "/v1/cube/pv", {"dataset_id": ds, "vertices": [[90, 160], [170, 90]],
+                                               "width_pixels": 5}, sid))
+        iso.append(_post(client, "/v1/products/isosurface", {"dataset_id": ds, "threshold": 0.02}, sid))
+    assert pv[0]["data_base64"] == pv[1]["data_base64"] and pv[0]["cluster"]["tiles"] >= 1
+    assert iso[0]["num_polys"] == iso[1]["num_polys"] > 100 and iso[0]["cluster"]["tiles"] >= 1
+    assert iso[0]["points_base64"] == iso[1]["points_base64"]
     # independent reference of the PV along a horizontal path, width 1: the cube's own row
     sid, (ds,) = _open(clients[0], path)
     row = _post(clients[0], "/v1/cube/pv", {"dataset_id": ds, "vertices": [[0, 11], [63, 11]]}, sid)
