@@ -8,6 +8,7 @@ runs (the workers read the same slabs with the same reader), and with an indepen
 from __future__ import annotations
 
 import base64
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -256,3 +257,48 @@ def test_raw_copy_keeps_the_stored_values(tmp_path: Path) -> None:
         assert (copy.bscale, copy.bzero, copy.blank) == (0.5, 10.0, -32768)
     finally:
         image.close()
+
+
+def _tiles_in_flight(dask_scheduler) -> int:  # noqa: ANN001 - runs on the scheduler
+    """Tile tasks the scheduler holds that are not finished and released."""
+    return sum(1 for key, ts in dask_scheduler.tasks.items() if "run_tile" in str(key)
+               and ts.state in ("processing", "waiting", "queued", "no-worker", "memory"))
+
+
+def test_streamed_tiles_are_bounded_and_cancel(cluster: LocalCluster, root: Path) -> None:
+    """``iter_tiles`` (baseline and stacked cubes): at most ``window`` tiles submitted and not consumed;
+    each tile equals the local read; cancelling mid-stream cancels the rest on the cluster."""
+    from app.compute.backend import select_backend  # noqa: PLC0415
+    from app.compute.dask_lane import DaskLane, TileSource  # noqa: PLC0415
+    from app.compute.dispatch import JobContext  # noqa: PLC0415
+    from app.errors import Cancelled  # noqa: PLC0415
+    from app.io.fits_reader import open_fits_image  # noqa: PLC0415
+    from tests.api.dask_tiles import row_sums, slow_row_sums  # noqa: PLC0415
+
+    lane = DaskLane(cluster.scheduler_address)
+    image = open_fits_image(root / "data" / "a.fits")
+    try:
+        tile = TileSource.of(image.source)
+        reads = [(slice(None), slice(y, y + 5), slice(None)) for y in range(0, 50, 5)]
+        ctx = JobContext(select_backend("cpu"), None, 1 << 20)
+        seen, in_flight = {}, []
+        for index, value in lane.iter_tiles(ctx, tile, reads, slow_row_sums, window=2):
+            in_flight.append(lane.client.run_on_scheduler(_tiles_in_flight))
+            seen[index] = value
+        assert sorted(seen) == list(range(len(reads))) and max(in_flight) <= 2
+        for index, (z, y, x) in enumerate(reads):
+            assert np.array_equal(seen[index], row_sums(image.source.read(z=z, y=y, x=x)), equal_nan=True)
+        ctx = JobContext(select_backend("cpu"), None, 1 << 20)
+        with pytest.raises(Cancelled):
+            for _ in lane.iter_tiles(ctx, tile, reads, slow_row_sums, window=4):
+                ctx.cancel_event.set()
+        gone = False
+        for _ in range(100):  # the scheduler forgets the cancelled tiles (polled, no timing asserted)
+            if lane.client.run_on_scheduler(_tiles_in_flight) == 0:
+                gone = True
+                break
+            threading.Event().wait(0.1)
+        assert gone
+    finally:
+        image.close()
+        lane.close()
