@@ -123,7 +123,8 @@ def build_runtime(settings: Settings, token: str, backend: Backend | None = None
     runtime.samp = SampService(SampConfig.from_settings(settings), runtime.roots, runtime.sessions)
     try:
         runtime.cluster = connect_cluster(settings.dask_scheduler, fallback=settings.dask_fallback,
-                                          timeout_s=settings.dask_connect_timeout_seconds)
+                                          timeout_s=settings.dask_connect_timeout_seconds,
+                                          min_bytes=settings.dask_min_megabytes * (1 << 20))
     except ClusterUnavailable:
         runtime.close()
         raise

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
         "", description="'local': an unreachable Dask scheduler is logged and work runs locally."
     )
     dask_connect_timeout_seconds: float = Field(10.0, gt=0, description="Wait for the Dask scheduler at start-up.")
+    dask_min_megabytes: float = Field(
+        256.0, ge=0, description="Dask lane: PV and isosurface use the cluster only when they read at least this "
+        "much cube (MiB); smaller ones run locally.")
 
     @field_validator("output_dir", "token_file", "samp_lockfile_dir", mode="after")
     @classmethod

@@ -43,6 +43,10 @@ class Capability:
     distributable
         With ``VISIVO_DASK_SCHEDULER`` set, the job's tiles run as Dask tasks on the cluster
         (:mod:`app.compute.dask_lane`).
+    dask_size_gated
+        Distributable only where the cube is large (``VISIVO_DASK_MIN_MEGABYTES``, PV and isosurface):
+        the job keeps the server's own device (a GPU server runs it there), and the service sends its
+        tiles to the cluster only when the work is large and the job runs on the CPU.
     """
 
     kernels: tuple[str, ...]
@@ -53,6 +57,7 @@ class Capability:
     bytes_per_voxel: float = 4.0
     note: str = ""
     distributable: bool = False
+    dask_size_gated: bool = False
 
     def __post_init__(self) -> None:
         if not self.gpu_kernel and not self.no_gpu_reason:

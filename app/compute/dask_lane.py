@@ -6,9 +6,12 @@ runner (:mod:`app.compute.slab_runner`) then ships each tile — a y-slab with t
 axis whole, or a channel block for per-channel statistics — as one Dask task: the task
 carries the FITS path, the HDU index, the reader's layout (axis order, BSCALE/BZERO/BLANK)
 and the tile's bounds, never the array. The worker opens the file itself (memmap), reads
-the tile with the same reader code as the server and runs the same CPU kernel, and the
-tile's small result maps come back to the server, which assembles them in order. The tiles
-are the slabs the local path uses (same chunk budget), so the answers are bit-identical.
+the tile with the same reader code as the server and runs the same kernel (the compiled one on
+the stored data's view where the server would use it; the CuPy twin on a GPU worker, see
+:mod:`app.compute.dask_worker`), and the tile's result comes back to the server, which assembles
+the maps in order (:meth:`DaskLane.map_tiles`) or, for cube-valued results, writes each tile as
+it arrives with a bounded number in flight (:meth:`DaskLane.iter_tiles`). The tiles are the slabs
+the local path uses (same chunk budget), so the answers are bit-identical where the same kernel runs.
 
 Progress is the fraction of completed tiles; cancelling the job cancels its futures.
 """
@@ -19,7 +22,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +34,9 @@ from app.io.fits_reader import CubeSource
 log = logging.getLogger("visivo.dask")
 
 Compute = Callable[[np.ndarray], Any]
+
+#: Smallest worker ``memory_limit`` for which the server ships raw tiles to the compiled kernels.
+COMPILED_MIN_WORKER_BYTES = 1 << 30
 
 #: Seconds between checks of the job's cancel flag while waiting for tiles.
 POLL_SECONDS = 0.1
@@ -66,6 +72,12 @@ class TileSource:
 
     def read(self, z: slice, y: slice, x: slice) -> np.ndarray:
         """Open the file (memmap), read one ``(nz, ny, nx)`` float32 block, close it (runs on a worker)."""
+        return self.apply(z, y, x, lambda block: block)
+
+    def apply(self, z: slice, y: slice, x: slice, fn: Callable[[Any], Any], *, raw: bool = False) -> Any:
+        """``fn(block)`` with the file open: ``block`` the float32 block, or with ``raw`` the stored
+        data's :class:`~app.io.fits_reader.RawBlock` (``x`` whole; copied in pieces, so that the worker
+        holds the tile and not the file pages of every plane) for the compiled kernels."""
         from astropy.io import fits  # noqa: PLC0415
 
         try:
@@ -79,12 +91,25 @@ class TileSource:
                 "mounted at the same path on every worker."
             ) from None
         try:
-            raw = hdul[self.hdu].data
-            block = CubeSource(raw, self.index, self.order, self.bscale, self.bzero, self.blank).read(z=z, y=y, x=x)
-            del raw
+            source = CubeSource(hdul[self.hdu].data, self.index, self.order, self.bscale, self.bzero, self.blank)
+            block = source.read_raw_copy(z=z, y=y) if raw else source.read(z=z, y=y, x=x)
+            del source
+            return fn(block)
         finally:
             hdul.close()
-        return block
+
+
+@dataclass(frozen=True)
+class MultiTileSource:
+    """The same tile of several cubes of one shape (stacking): ``read`` gives the list of their blocks."""
+
+    tiles: tuple[TileSource, ...]
+
+    def apply(self, z: slice, y: slice, x: slice, fn: Callable[[Any], Any], *, raw: bool = False) -> Any:
+        """``fn([block of each cube])`` (float32 blocks; ``raw`` is not supported)."""
+        if raw:
+            raise ValueError("raw tiles of several cubes are not supported")
+        return fn([t.read(z, y, x) for t in self.tiles])
 
 
 def _worker_name() -> str:
@@ -98,9 +123,27 @@ def _worker_name() -> str:
         return f"pid {os.getpid()}"
 
 
-def run_tile(tile: TileSource, z: slice, y: slice, x: slice, compute: Compute) -> Any:
-    """One Dask task: read the tile from the file and apply ``compute`` to it (NumPy in, NumPy out)."""
-    return compute(tile.read(z, y, x))
+def run_tile(tile: TileSource | MultiTileSource, z: slice, y: slice, x: slice, compute: Compute,
+             gpu: bool = False, raw: bool = False) -> tuple[Any, str, str]:
+    """One Dask task: read the tile from the file and apply ``compute`` to it (NumPy in, NumPy out).
+
+    Returns ``(result, kernel, fallback)`` (:func:`app.compute.dask_worker.run_on_worker`).
+    """
+    from app.compute.dask_worker import run_on_worker  # noqa: PLC0415
+
+    return tile.apply(z, y, x, lambda block: run_on_worker(block, compute, gpu=gpu, raw=raw), raw=raw)
+
+
+def _tally(ctx: Any, kernel: str, fallback: str) -> None:
+    """Count one completed tile in ``ctx.cluster_tiles`` (``{"tiles", "kernels", "fallback"}``)."""
+    summary = getattr(ctx, "cluster_tiles", None)
+    if summary is None:
+        summary = {"tiles": 0, "kernels": {}, "fallback": []}
+        ctx.cluster_tiles = summary
+    summary["tiles"] += 1
+    summary["kernels"][kernel] = summary["kernels"].get(kernel, 0) + 1
+    if fallback and fallback not in summary["fallback"]:
+        summary["fallback"].append(fallback)
 
 
 _LOCAL = re.compile(r"^local(?::(\d+))?$")
@@ -116,9 +159,11 @@ class DaskLane:
         ``N`` worker processes (default: the number of cores) started here and stopped by :meth:`close`.
     timeout_s
         Seconds to wait for the scheduler before giving up with :class:`ClusterUnavailable`.
+    min_bytes
+        Cube bytes from which the size-gated operations (PV, isosurface) use the cluster (:meth:`worth`).
     """
 
-    def __init__(self, address: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, address: str, *, timeout_s: float = 10.0, min_bytes: float = 0.0) -> None:
         try:
             from distributed import Client, LocalCluster  # noqa: PLC0415
         except ImportError:  # pragma: no cover - the `dask` extra is not installed
@@ -126,6 +171,7 @@ class DaskLane:
                 "VISIVO_DASK_SCHEDULER is set but dask.distributed is not installed: pip install '.[dask]'."
             ) from None
         self.cluster = None
+        self.min_bytes = float(min_bytes)
         match = _LOCAL.match(address.strip())
         try:
             if match:
@@ -157,44 +203,92 @@ class DaskLane:
             "gpus": sum(int(w.get("resources", {}).get("GPU", 0)) for w in workers.values()),
         }
 
-    def map_tiles(self, ctx: Any, tile: TileSource, reads: Sequence[tuple[slice, slice, slice]],
-                  compute: Compute) -> list[Any]:
+    def gpus(self) -> float:
+        """``GPU`` resources the connected workers advertise (0: a CPU cluster)."""
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        return float(sum(w.get("resources", {}).get("GPU", 0) for w in workers.values()))
+
+    def ships_raw_tiles(self) -> bool:
+        """Whether jobs on this cluster may use the compiled kernels on raw tiles: no worker advertises
+        a GPU (those take float32 tiles for the CuPy kernels) and every worker's ``memory_limit`` is
+        unlimited or at least :data:`COMPILED_MIN_WORKER_BYTES` (numba and LLVM take ~150 MiB of
+        each worker process that loads them)."""
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {}).values()
+        if any(w.get("resources", {}).get("GPU", 0) for w in workers):
+            return False
+        limits = [int(w.get("memory_limit") or 0) for w in workers]
+        return all(limit == 0 or limit >= COMPILED_MIN_WORKER_BYTES for limit in limits)
+
+    def worth(self, nbytes: float) -> bool:
+        """Whether work reading ``nbytes`` of cube goes to the cluster (``VISIVO_DASK_MIN_MEGABYTES``);
+        used by the operations distributed only where the cube is large (PV, isosurface)."""
+        return nbytes >= self.min_bytes
+
+    def map_tiles(self, ctx: Any, tile: TileSource | MultiTileSource, reads: Sequence[tuple[slice, slice, slice]],
+                  compute: Compute, *, raw: bool = False, span: tuple[float, float] = (0.0, 1.0)) -> list[Any]:
         """``[compute(read(z, y, x)) for (z, y, x) in reads]`` as Dask tasks, results in order.
 
-        Reports ``completed / total`` tiles as the job's progress; when the job is cancelled
-        (or a tile fails) the remaining futures are cancelled and the error is raised here.
-        A worker's exception (e.g. :class:`WorkerCannotRead`, a kernel's ``ValueError``) is
-        re-raised as is.
+        Reports ``completed / total`` tiles as the job's progress (mapped into ``span``); when the job
+        is cancelled (or a tile fails) the remaining futures are cancelled and the error is raised
+        here. A worker's exception (e.g. :class:`WorkerCannotRead`, a kernel's ``ValueError``) is
+        re-raised as is. ``raw``: the tiles are the stored data's views (compiled kernels).
         """
-        futures = [self.client.submit(run_tile, tile, z, y, x, compute, pure=False) for z, y, x in reads]
-        position = {f.key: i for i, f in enumerate(futures)}
-        results: list[Any] = [None] * len(futures)
-        pending = list(futures)
+        results: list[Any] = [None] * len(reads)
+        for i, value in self.iter_tiles(ctx, tile, reads, compute, raw=raw, span=span):
+            results[i] = value
+        return results
+
+    def iter_tiles(self, ctx: Any, tile: TileSource | MultiTileSource, reads: Sequence[tuple[slice, slice, slice]],
+                   compute: Compute, *, raw: bool = False, window: int | None = None,
+                   span: tuple[float, float] = (0.0, 1.0)) -> Iterator[tuple[int, Any]]:
+        """Yield ``(index, compute(read(*reads[index])))`` as tiles complete (any order).
+
+        At most ``window`` tiles are submitted and not yet consumed (default: all at once), so that a
+        job whose tiles are large (baseline, stacked cubes) holds a bounded number of them on the
+        server. Tiles of an operation with a GPU kernel ask for the worker resource ``GPU=1`` when
+        the cluster's workers advertise GPUs. Every tile's kernel is tallied in ``ctx.cluster_tiles``.
+        """
+        gpu = (not raw and getattr(ctx.capability, "gpu_kernel", False) and self.gpus() > 0)
+        options: dict[str, Any] = {"resources": {"GPU": 1}} if gpu else {}
+        total = len(reads)
+        limit = total if window is None else max(1, int(window))
+        lo, hi = span
+        futures: dict[Any, tuple[int, Any]] = {}
         wake = threading.Event()  # set by the futures' done callbacks (no polling exceptions, no reference cycles)
-        for future in futures:
+        submitted = completed = 0
+
+        def submit_next() -> None:
+            nonlocal submitted
+            z, y, x = reads[submitted]
+            future = self.client.submit(run_tile, tile, z, y, x, compute, gpu, raw, pure=False, **options)
             future.add_done_callback(lambda _: wake.set())
+            futures[future.key] = (submitted, future)
+            submitted += 1
+
         try:
-            while pending:
+            while submitted < min(limit, total):
+                submit_next()
+            while futures:
                 if ctx.cancel_event.is_set():
                     raise Cancelled()
                 wake.wait(POLL_SECONDS)
                 wake.clear()
-                done = [f for f in pending if f.done()]
-                if not done:
-                    continue
-                for future in done:
-                    results[position[future.key]] = future.result()
-                finished = {f.key for f in done}
-                pending = [f for f in pending if f.key not in finished]
-                ctx.progress((len(futures) - len(pending)) / len(futures))
+                for key in [k for k, (_, f) in futures.items() if f.done()]:
+                    index, future = futures.pop(key)
+                    value, kernel, fallback = future.result()
+                    del future
+                    _tally(ctx, kernel, fallback)
+                    completed += 1
+                    ctx.progress(lo + (hi - lo) * completed / total)
+                    yield index, value
+                    del value
+                    if submitted < total:
+                        submit_next()
         except BaseException:
-            self.client.cancel(futures)
+            self.client.cancel([f for _, f in futures.values()])
             raise
         finally:  # drop every reference, so that the cluster frees the tiles even if a traceback keeps this frame
             futures.clear()
-            pending.clear()
-            position.clear()
-        return results
 
     def close(self) -> None:
         """Disconnect; stop the LocalCluster if this lane started it."""
@@ -203,7 +297,7 @@ class DaskLane:
             self.cluster.close()
 
 
-def connect(address: str, *, fallback: str = "", timeout_s: float = 10.0) -> DaskLane | None:
+def connect(address: str, *, fallback: str = "", timeout_s: float = 10.0, min_bytes: float = 0.0) -> DaskLane | None:
     """The lane for ``VISIVO_DASK_SCHEDULER`` (``None`` when unset).
 
     An unreachable scheduler raises :class:`ClusterUnavailable`, unless ``fallback`` is
@@ -212,7 +306,7 @@ def connect(address: str, *, fallback: str = "", timeout_s: float = 10.0) -> Das
     if not address.strip():
         return None
     try:
-        return DaskLane(address, timeout_s=timeout_s)
+        return DaskLane(address, timeout_s=timeout_s, min_bytes=min_bytes)
     except ClusterUnavailable as exc:
         if fallback.strip().lower() == "local":
             log.warning("%s Falling back to local execution (VISIVO_DASK_FALLBACK=local).", exc)

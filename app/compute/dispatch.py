@@ -100,13 +100,19 @@ class JobContext:
             raise LookupError("this job's operation declares no kernel module")
         if cap is not None and name not in cap.kernels:
             raise LookupError(f"kernel module {name!r} is not declared by the operation's capability row")
+        if self.cluster is not None and not self.on_gpu:  # resolved on each worker (CuPy on GPU workers)
+            from app.compute.dask_worker import TileKernels  # noqa: PLC0415
+
+            return TileKernels(name)  # type: ignore[return-value]
         tree = "gpu_kernels" if self.on_gpu else "cpu_fallback"
         return importlib.import_module(f"{tree}.{name}")
 
     def compiled(self, module: str) -> ModuleType | None:
         """The compiled CPU fast path ``cpu_fallback.compiled.<module>`` for a CPU job when numba is
-        usable, else None (then the job uses :meth:`kernels`, the NumPy oracle)."""
-        if self.on_gpu:
+        usable, else None (then the job uses :meth:`kernels`, the NumPy oracle). A job on a Dask cluster
+        gets None unless the cluster takes raw tiles (``DaskLane.ships_raw_tiles``: no GPU workers, whose
+        tiles run the CuPy kernels, and no worker too small to load numba)."""
+        if self.on_gpu or (self.cluster is not None and not self.cluster.ships_raw_tiles()):
             return None
         from cpu_fallback.compiled import runtime  # noqa: PLC0415 - sets the numba cache dir first
 

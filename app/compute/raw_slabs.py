@@ -4,7 +4,8 @@ The compiled CPU kernels (:mod:`cpu_fallback.compiled`) read the memmap as store
 BSCALE/BZERO/BLANK applied inside the kernel), so a slab is a *view* of the file
 (:meth:`~app.io.fits_reader.CubeSource.read_raw`), not a float32 copy. The slabs only give
 progress and cancellation points; their size follows the chunk budget at the stored item size,
-and every slab holds at least a few rows per thread.
+and every slab holds at least a few rows per thread. On the Dask lane each slab is one task: the
+worker runs the same compiled kernel on its own view of the file (bit-identical maps).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from app.compute.chunking import y_slabs
+from app.compute.dask_lane import TileSource
 from app.compute.dispatch import JobContext
 from app.io.fits_reader import CubeSource, RawBlock
 
@@ -46,6 +48,15 @@ def map_over_raw_slabs(
     itemsize = float(source.raw.dtype.itemsize)
     slabs = y_slabs((nz, ny, nx), max(ctx.chunk_bytes, int(16 * nz * nx * itemsize)), bytes_per_voxel=itemsize)
     out: dict[Any, np.ndarray] = {}
+    tile = TileSource.of(source) if getattr(ctx, "cluster", None) is not None else None
+    if tile is not None:  # the Dask lane: each worker runs the compiled kernel on its view of the file
+        reads = [(z, slice(y0 + ys.start, y0 + ys.stop), slice(None)) for ys in slabs]
+        for ys, maps in zip(slabs, ctx.cluster.map_tiles(ctx, tile, reads, compute, raw=True), strict=True):
+            for key, part in maps.items():
+                if key not in out:
+                    out[key] = np.empty((ny, nx), dtype=part.dtype)
+                out[key][ys] = part
+        return out
     for i, ys in enumerate(slabs):
         ctx.check_cancelled()
         block = source.read_raw(z=z, y=slice(y0 + ys.start, y0 + ys.stop))

@@ -71,8 +71,9 @@ async def _run(runtime: Runtime, op: type[Operation], plan: Plan, *, progress: P
     cap = op.capability
     gpu = runtime.backend.runs_on_gpu(cap)
     dispatcher = runtime.dispatcher
-    if cap.distributable and runtime.cluster is not None:  # tiles go to the Dask cluster's (CPU) workers
-        plan, gpu = _on_cluster(plan, runtime.cluster), False
+    if cap.distributable and runtime.cluster is not None:  # tiles go to the Dask cluster's workers
+        plan = _on_cluster(plan, runtime.cluster)
+        gpu = gpu and cap.dask_size_gated  # size-gated operations keep the server's GPU
     if plan.parts:
         return await _run_parts(runtime, op, plan, gpu=gpu, progress=progress, cancel_event=cancel_event)
     assert plan.job is not None, f"operation {op.name} planned neither a job nor parts"
@@ -83,17 +84,39 @@ async def _run(runtime: Runtime, op: type[Operation], plan: Plan, *, progress: P
 
 
 def _on_cluster(plan: Plan, cluster: Any) -> Plan:
-    """The plan with its job (or parts) given the Dask lane on their context (``ctx.cluster``)."""
+    """The plan with its job (or parts) given the Dask lane on their context (``ctx.cluster``).
+
+    A job's answer whose tiles ran on the cluster gets ``cluster``: ``{"tiles": n, "kernels":
+    {"numpy" | "numba" | "cupy": tiles}, "fallback": [why a GPU tile ran the CPU kernels, ...]}``.
+    """
 
     def bind(job: Callable[[Any], Any]) -> Callable[[Any], Any]:
         def run(ctx: Any) -> Any:
             ctx.cluster = cluster
-            return job(ctx)
+            result = job(ctx)
+            tiles = getattr(ctx, "cluster_tiles", None)
+            if tiles and isinstance(result, dict):
+                result = {**result, "cluster": tiles}
+            return result
 
         return run
 
+    def combine(results: list[Any]) -> Any:  # the parts' tallies summed into the combined answer
+        merged = plan.combine(results)
+        tallies = [r["cluster"] for r in results if isinstance(r, dict) and r.get("cluster")]
+        if not tallies or not isinstance(merged, dict):
+            return merged
+        kernels: dict[str, int] = {}
+        for tally in tallies:
+            for kernel, n in tally["kernels"].items():
+                kernels[kernel] = kernels.get(kernel, 0) + n
+        fallback = list(dict.fromkeys(f for tally in tallies for f in tally["fallback"]))
+        return {**merged, "cluster": {"tiles": sum(t["tiles"] for t in tallies), "kernels": kernels,
+                                      "fallback": fallback}}
+
     return dataclasses.replace(plan, job=bind(plan.job) if plan.job is not None else None,
-                               parts=[bind(part) for part in plan.parts])
+                               parts=[bind(part) for part in plan.parts],
+                               combine=combine if plan.combine is not None else None)
 
 
 async def _run_parts(runtime: Runtime, op: type[Operation], plan: Plan, *, gpu: bool, progress: Progress,

@@ -3,7 +3,9 @@
 The fit is solved for all pixels at once (batched least squares, kernel ``baseline``); the
 subtracted cube is written slab by slab into ``VISIVO_OUTPUT_DIR`` (atomically) with the source
 WCS (spectral axis cropped to the channel range) and HISTORY provenance, then registered as a
-new dataset of the session.
+new dataset of the session. On the Dask lane each y-slab is a task: the worker reads its slab
+from the file and returns the subtracted slab, which the server writes into the output file as
+it arrives (workers never write; the RMS partials are combined in slab order).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import numpy as np
 from astropy.io import fits
 
 from app.compute.backend import to_host
-from app.compute.chunking import y_slabs
 from app.compute.dispatch import JobContext
+from app.compute.slab_runner import stream_over_slabs
 from app.errors import InvalidRequest
 from app.io.fits_writer import CubeWriter, unique_output_path
 from app.services.budget import check_rows
@@ -112,24 +114,24 @@ def subtract(ctx: JobContext, dataset: Dataset, params: BaselineParams, output_d
     path = unique_output_path(output_dir, f"{stem}_baseline_{params.method}{params.order}")
     partial = None
     lo, hi = np.inf, -np.inf
-    with CubeWriter(path, _header(dataset, params), (nz, ny, nx), exclusive=True) as writer:
-        slabs = y_slabs((nz, ny, nx), ctx.chunk_bytes, bytes_per_voxel=24.0)
-        for i, ys in enumerate(slabs):
-            ctx.check_cancelled()
-            block = source.read(z=z, y=ys)
-            if ctx.on_gpu:
-                import cupy  # noqa: PLC0415
+    order, method = params.order, params.method
 
-                block = cupy.asarray(block)
-            out, rms = kernels.subtract_baseline(block, lf, order=params.order, method=params.method)
-            out, rms = to_host(out), to_host(rms)  # sync
-            partial = rms if partial is None else to_host(kernels.baseline_rms_combine(partial, rms))
+    def compute(block: Any) -> tuple[Any, Any]:
+        return kernels.subtract_baseline(block, lf, order=order, method=method)
+
+    partials: dict[int, np.ndarray] = {}
+    with CubeWriter(path, _header(dataset, params), (nz, ny, nx), exclusive=True) as writer:
+        for ys, (out, rms) in stream_over_slabs(ctx, source, z, compute, bytes_per_voxel=24.0):
+            partials[ys.start] = rms
             finite = np.isfinite(out)
             if finite.any():
                 lo, hi = min(lo, float(out[finite].min())), max(hi, float(out[finite].max()))
             writer.write(ys, out)
-            ctx.progress((i + 1) / len(slabs))
+            del out, finite
         written = writer.commit()
+    for start in sorted(partials):  # in slab order, whatever order the tiles came in: the same sums
+        rms = partials[start]
+        partial = rms if partial is None else to_host(kernels.baseline_rms_combine(partial, rms))
     before, after = (float(v) for v in to_host(kernels.baseline_rms_finalize(partial)))
     return {
         "width": nx, "height": ny, "depth": nz,

@@ -9,6 +9,10 @@ marching-cubes case, read in z-slabs of ``VISIVO_CHUNK_MEGABYTES``, so the count
 streaming read of the sampled cube); meshes above :data:`MAX_TRIANGLES` or empty meshes are
 refused, then the mesh's memory, :data:`BYTES_PER_VOXEL` per sampled voxel plus :data:`BYTES_PER_TRIANGLE`
 per triangle, must fit the per-request budget (``VISIVO_MEMORY_BUDGET_MB``).
+
+On the Dask lane (CPU jobs), the count — the streaming pass over the whole sampled cube — runs as
+one task per z-slab when the sampled cube holds at least ``VISIVO_DASK_MIN_MEGABYTES``; the mesh
+itself is built on the server from the sampled volume (bounded by the budget above).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 
 from app.compute.backend import to_host
 from app.compute.dispatch import JobContext
+from app.compute.slab_runner import map_over_blocks
 from app.errors import InvalidRequest
 from app.services.budget import check_budget
 from app.services.cube_reads import require_cube
@@ -101,7 +106,14 @@ def count_triangles(ctx: JobContext, kernels, source, *, threshold: float, step:
     per = max(2, ctx.chunk_bytes // max(1, plane))
     s = slice(None, None, step)
     total = 0
-    for k in range(0, max(1, len(zs) - 1), per - 1):
+    starts = range(0, max(1, len(zs) - 1), per - 1)
+    cluster = getattr(ctx, "cluster", None)
+    if cluster is not None and not ctx.on_gpu and cluster.worth(plane * len(zs)):  # a large cube: Dask tasks
+        reads = [(slice(zs[k], zs[min(len(zs) - 1, k + per - 1)] + 1, step), s, s) for k in starts]
+        counts = map_over_blocks(ctx, source, reads, lambda slab: int(kernels.isosurface_triangle_count(
+            slab, level=threshold, step=1)), span=(0.05, 0.3))
+        return sum(counts)
+    for k in starts:
         ctx.check_cancelled()
         z0, z1 = zs[k], zs[min(len(zs) - 1, k + per - 1)]
         slab = source.read(z=slice(z0, z1 + 1, step), y=s, x=s)

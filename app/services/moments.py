@@ -126,9 +126,9 @@ def compute_moment_maps(ctx: JobContext, dataset: Dataset, params: MomentParams,
     z = slice(params.channel_start, params.channel_end + 1)
     full_axis = axis_of(dataset, params)
     coords, widths = full_axis.coords[z], full_axis.widths[z]
-    local = ctx.cluster is None and mask is None  # a cluster ships float32 tiles; a mask blanks float32 slabs
+    raw_ok = mask is None  # a mask blanks float32 slabs; raw tiles run here or on the Dask workers
     if params.convention == "casa":
-        fast = ctx.compiled("moments_casa") if local else None
+        fast = ctx.compiled("moments_casa") if raw_ok else None  # on a Dask cluster too: workers read raw tiles
         if fast is not None and set(orders) <= fast.COMPILED_MOMENTS:
             return map_over_raw_slabs(ctx, source, z, lambda raw: fast.casa_moment_maps_raw(
                 raw.data, coords, widths, moments=orders, include=params.include, exclude=params.exclude,
@@ -139,7 +139,7 @@ def compute_moment_maps(ctx: JobContext, dataset: Dataset, params: MomentParams,
             return kernels.casa_moment_maps(block, coords, widths, moments=orders,
                                             include=params.include, exclude=params.exclude)
     else:
-        fast = ctx.compiled("moments_ref") if local else None
+        fast = ctx.compiled("moments_ref") if raw_ok else None
         if fast is not None:
             return map_over_raw_slabs(ctx, source, z, lambda raw: fast.moment_maps_raw(
                 raw.data, coords, widths, orders=orders, threshold=params.threshold,

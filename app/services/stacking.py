@@ -9,6 +9,10 @@ the cube's mean spectrum) | ``peak`` (the cube's peak voxel)). The answer is one
 
 ``mode: "cube"``: voxel-by-voxel stacking of aligned cubes into a new FITS cube, registered as a
 new dataset of the session (same methods and weights).
+
+On the Dask lane the workers compute the mean-spectrum partials of their y-slabs (combined here in
+slab order) and, for ``mode: "cube"``, the stacked slab of every cube's tile, which the server
+writes into the output file as it arrives.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from astropy.io import fits
 from app.compute.backend import to_host
 from app.compute.chunking import y_slabs
 from app.compute.dispatch import JobContext
+from app.compute.slab_runner import map_over_blocks, stream_over_slabs
 from app.errors import InvalidRequest
 from app.io.fits_writer import CubeWriter, unique_output_path
 from app.io.spectral import spectral_axis
@@ -70,14 +75,27 @@ def _weights(kernels, spectra: np.ndarray, peaks: np.ndarray, method: str, weigh
     return w
 
 
-def mean_spectrum(ctx: JobContext, dataset: Dataset, mask: PackedMask | None = None) -> tuple[np.ndarray, float]:
-    """Spatial-mean spectrum over finite pixels (within ``mask`` when given) and the peak voxel (host arrays)."""
+def mean_spectrum(ctx: JobContext, dataset: Dataset, mask: PackedMask | None = None, *,
+                  span: tuple[float, float] = (0.0, 1.0)) -> tuple[np.ndarray, float]:
+    """Spatial-mean spectrum over finite pixels (within ``mask`` when given) and the peak voxel (host arrays).
+
+    On the Dask lane (no mask) the partials of the y-slabs are computed by the workers and combined
+    here in slab order (the same sums as the local path); progress then goes from ``span[0]`` to
+    ``span[1]``.
+    """
     source = require_cube(dataset)
     reader = source if mask is None else MaskedSource(source, mask)
     kernels = ctx.kernels("stacking")
     check_rows(source.shape, 8.0, f"Mean spectrum of {dataset.dataset_id} (one row slab)")
     partial = None
-    for ys in y_slabs(source.shape, ctx.chunk_bytes, bytes_per_voxel=8.0):
+    slabs = y_slabs(source.shape, ctx.chunk_bytes, bytes_per_voxel=8.0)
+    if mask is None and getattr(ctx, "cluster", None) is not None and not ctx.on_gpu and source.origin is not None:
+        reads = [(slice(None), ys, slice(None)) for ys in slabs]
+        for part in map_over_blocks(ctx, source, reads, lambda b: kernels.mean_spectrum_partial(b), span=span):
+            partial = part if partial is None else kernels.mean_spectrum_combine(partial, part)
+        spectrum, peak = kernels.mean_spectrum_finalize(partial)
+        return np.asarray(spectrum), float(peak)
+    for ys in slabs:
         ctx.check_cancelled()
         block = reader.read(y=ys)
         if ctx.on_gpu:
@@ -112,7 +130,8 @@ def stack_spectra(ctx: JobContext, datasets: list[Dataset], *, method: str, weig
     packed, infos = build_masks(ctx, datasets, masks, output_dir=output_dir)
     spectra, peaks = [], []
     for i, d in enumerate(datasets):
-        spectrum, peak = mean_spectrum(ctx, d, packed[i])
+        spectrum, peak = mean_spectrum(ctx, d, packed[i],
+                                       span=(i / (len(datasets) + 1), (i + 1) / (len(datasets) + 1)))
         spectra.append(spectrum)
         peaks.append(peak)
         ctx.progress((i + 1) / (len(datasets) + 1))
@@ -166,21 +185,18 @@ def stack_cube(ctx: JobContext, datasets: list[Dataset], *, method: str, weight_
     path = unique_output_path(output_dir, f"{first.path.name.split('.fits')[0]}_stack{len(datasets)}_{method}")
     lo, hi = np.inf, -np.inf
     check_rows(source.shape, 4.0 * (len(datasets) + 2), f"Stack of {len(datasets)} cubes (one row slab)")
-    with CubeWriter(path, header, source.shape, exclusive=True) as writer:
-        slabs = y_slabs(source.shape, ctx.chunk_bytes, bytes_per_voxel=4.0 * (len(datasets) + 2))
-        for i, ys in enumerate(slabs):
-            ctx.check_cancelled()
-            blocks = [reader.read(y=ys) for reader in readers]
-            if ctx.on_gpu:
-                import cupy  # noqa: PLC0415
 
-                blocks = [cupy.asarray(b) for b in blocks]
-            out = np.asarray(to_host(kernels.stack_cubes(blocks, method=method, weights=w)), dtype=np.float32)
+    def compute(blocks: list) -> np.ndarray:
+        return np.asarray(to_host(kernels.stack_cubes(blocks, method=method, weights=w)), dtype=np.float32)
+
+    with CubeWriter(path, header, source.shape, exclusive=True) as writer:
+        for ys, out in stream_over_slabs(ctx, readers, slice(None), compute,
+                                         bytes_per_voxel=4.0 * (len(datasets) + 2)):
             b_lo, b_hi = finite_range(out)
             if np.isfinite(out).any():
                 lo, hi = min(lo, b_lo), max(hi, b_hi)
             writer.write(ys, out)
-            ctx.progress((i + 1) / len(slabs))
+            del out
         written = writer.commit()
     nz, ny, nx = source.shape
     return {"mode": "cube", "method": method, "n_cubes": len(datasets), "width": nx, "height": ny, "depth": nz,

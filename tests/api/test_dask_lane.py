@@ -180,6 +180,9 @@ def test_distributed_linewidth_equals_local(clients, root: Path) -> None:
     assert keys
     for key in keys:
         assert a[key] == b[key], key
+    # the row-chunk parts' tile tallies are summed into the answer
+    assert a["cluster"]["tiles"] >= 4 and a["cluster"]["kernels"] == {"numpy": a["cluster"]["tiles"]}
+    assert "cluster" not in b
 
 
 def _context(progress=None) -> JobContext:

@@ -48,7 +48,7 @@ class Baseline(Operation):
     name = "baseline"
     tag = "spectral"
     capability = Capability(kernels=("baseline",), tier="heavy", gpu_kernel=True, chunking="y-slab",
-                            bytes_per_voxel=24.0, note="batched least squares, Legendre basis")
+                            bytes_per_voxel=24.0, note="batched least squares, Legendre basis", distributable=True)
     Request = BaselineRequest
     Response = BaselineResponse
     routes = (Route("POST", "/v1/spectral/baseline/{session_id}/{dataset_id}", "Baseline subtraction"),)

@@ -42,7 +42,8 @@ class Isosurface(Operation):
     name = "isosurface"
     tag = "products"
     capability = Capability(kernels=("isosurface",), tier="heavy", gpu_kernel=True, bytes_per_voxel=12.0,
-                            note="CPU: scikit-image marching cubes (Lorensen); GPU: own CuPy kernel")
+                            note="CPU: scikit-image marching cubes (Lorensen); GPU: own CuPy kernel",
+                            distributable=True, dask_size_gated=True)
     Request = IsosurfaceRequest
     Response = IsosurfaceResponse
     routes = (Route("POST", "/v1/products/isosurface", "Isosurface mesh"),)

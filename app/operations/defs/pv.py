@@ -61,7 +61,8 @@ class PositionVelocity(Operation):
     name = "pv"
     tag = "cube"
     capability = Capability(kernels=("pv",), tier="heavy", gpu_kernel=True, chunking="channel",
-                            note="box sampling across the path (CARTA-style)")
+                            note="box sampling across the path (CARTA-style)",
+                            distributable=True, dask_size_gated=True)
     Request = PvRequest
     Response = PvResponse
     routes = (Route("POST", "/v1/cube/pv", "Position–velocity diagram"),)

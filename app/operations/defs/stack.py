@@ -53,7 +53,8 @@ class Stack(Operation):
     name = "stack"
     tag = "spectral"
     capability = Capability(kernels=("stacking", "smooth_clip"), tier="heavy", gpu_kernel=True, chunking="cube",
-                            bytes_per_voxel=8.0, note="partial/combine/finalize mean spectra")
+                            bytes_per_voxel=8.0, note="partial/combine/finalize mean spectra",
+                            distributable=True)
     Request = StackRequest
     Response = StackResponse
     routes = (
