@@ -27,8 +27,13 @@ from kernel_common.linefit import (
 )
 
 
-def _fit_batch(flat, subs, axis, thr, max_iter, fwhm_out, buf):
-    """Fit the candidates of a batch (the ``_scan`` results of its blocks) into ``fwhm_out``."""
+def _fit_batch(flat, subs, axis, thr, max_iter, fwhm_out, buf, par_out=None):
+    """Fit the candidates of a batch (the ``_scan`` results of its blocks) into ``fwhm_out``.
+
+    ``fwhm_out`` (flat, per pixel) gets the FWHM of the accepted fits and NaN elsewhere; ``par_out``
+    (shape ``(4, pixels)``: amplitude, centre, σ in the axis' internal units, 1/scale), when given,
+    gets the parameters of the accepted fits (the line-fit maps). Either may be ``None``.
+    """
     cat = {key: np.concatenate([s[key] for s in subs]) for key in ("pix", "lo", "hi", "inv", "lft", "rgt", "sig0")}
     parts, off = {}, 0
     for s in subs:
@@ -55,7 +60,10 @@ def _fit_batch(flat, subs, axis, thr, max_iter, fwhm_out, buf):
     for j0 in range(0, idx.size, step):  # the shared significance rule (kernel_common.linefit)
         k = idx[j0 : j0 + step]
         good[k] = significant(flat[:, fit.pix[k]], par[:, k], axis, thr, np)
-    fwhm_out[fit.pix] = np.where(good, FWHM_PER_SIGMA * axis.half * sig, np.nan)
+    if fwhm_out is not None:
+        fwhm_out[fit.pix] = np.where(good, FWHM_PER_SIGMA * axis.half * sig, np.nan)
+    if par_out is not None:
+        par_out[:, fit.pix[good]] = par[:, good]
 
 
 def _normal(s, p):

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from cpu_fallback._linewidth_lm import _lm
+from cpu_fallback._linewidth_lm import _fit_batch
 from cpu_fallback._linewidth_scan import _scan, _Scratch
-from cpu_fallback._linewidth_windows import _Fit
 from kernel_common.gaussfit import chunk_columns, empty_maps, fit_columns
-from kernel_common.linefit import SpectralAxis, check_columns, significant
+from kernel_common.linefit import SpectralAxis
 
 _Array = np.ndarray
 #: Pixels per block of the whole-spectrum pass and per LM batch (as the line-width kernel).
@@ -113,33 +112,5 @@ def _accepted_fits(flat: _Array, axis: SpectralAxis, snr_cut: float, threshold: 
                 for s0 in range(b0, b1, _SUB_PIXELS)]  # fmt: skip
         subs = [s for s in subs if s is not None]
         if subs:
-            _fit_params(flat, subs, axis, thr, max_iter, par, buf)
+            _fit_batch(flat, subs, axis, thr, max_iter, None, buf, par_out=par)
     return par
-
-
-def _fit_params(flat, subs, axis, thr, max_iter, par_out, buf) -> None:
-    """``_linewidth_lm._fit_batch`` keeping the parameters of the accepted fits in ``par_out``."""
-    cat = {key: np.concatenate([s[key] for s in subs]) for key in ("pix", "lo", "hi", "inv", "lft", "rgt", "sig0")}
-    parts, off = {}, 0
-    for s in subs:
-        for length, (pos, *arrays) in s["raws"].items():
-            parts.setdefault(length, []).append((pos + off, *arrays))
-        off += s["pix"].size
-    raws = {length: (np.concatenate([q[0] for q in ps]),
-                     *(np.concatenate([q[i] for q in ps], axis=1) for i in (1, 2, 3)))
-            for length, ps in parts.items()}  # fmt: skip
-    fit = _Fit(flat, axis, thr, cat["pix"], cat["lo"], cat["hi"], cat["inv"], buf)
-    fit.add(raws)
-    mu0 = fit.run_mean(cat["lft"], cat["rgt"])
-    p = _lm(fit, np.stack([np.ones(mu0.size), mu0, cat["sig0"]]), max_iter)
-    a, mu, sig = p[0], p[1], np.abs(p[2])
-    u = axis.u
-    good = np.isfinite(a) & (a > 0) & (mu >= u[0]) & (mu <= u[-1]) & (sig >= axis.sig_min) & (sig <= axis.span)
-    par = np.stack([a, mu, sig, cat["inv"]])
-    idx = np.flatnonzero(good)
-    idx = idx[np.argsort(mu[idx], kind="stable")]  # chunks of similar centres: few profile channels
-    step = check_columns(axis.n)
-    for j0 in range(0, idx.size, step):  # the shared significance rule (kernel_common.linefit)
-        k = idx[j0 : j0 + step]
-        good[k] = significant(flat[:, fit.pix[k]], par[:, k], axis, thr, np)
-    par_out[:, fit.pix[good]] = par[:, good]
