@@ -78,6 +78,9 @@ def raw_args(raw: np.ndarray, bscale: float = 1.0, bzero: float = 0.0, blank: in
         raise ValueError("the raw block needs non-negative strides that are multiples of the item size")
     nz, ny, nx = (int(n) for n in raw.shape)
     sz, sy, sx = (int(s) // k for s in raw.strides)
+    sx = 1 if nx == 1 else sx  # a single column's stride is free (e.g. 0 for a broadcast axis)
+    if sx == 0:
+        raise ValueError("the raw block's x axis is broadcast (stride 0); pass a copy")
     u = raw.view(np.dtype(f"u{k}"))  # same bytes, native unsigned integers
     n = 0 if raw.size == 0 else 1 + (nz - 1) * sz + (ny - 1) * sy + (nx - 1) * sx
     flat = np.lib.stride_tricks.as_strided(u, shape=(n,), strides=(k,), writeable=False)
@@ -262,6 +265,18 @@ def _ov_value(mode, src, x):
 
 #: Largest finite float32, as float64: a voxel is finite iff ``-FMAX <= value <= FMAX``.
 FMAX = float(np.finfo(np.float32).max)
+
+
+def float32_bounds(lo: float, hi: float) -> tuple[np.float32, np.float32]:
+    """float32 ``(lo32, hi32)`` with ``lo <= d <= hi  <=>  lo32 <= d <= hi32`` for every float32 ``d``:
+    ``lo`` rounded up and ``hi`` rounded down to float32, so comparisons need no float64 conversion.
+    (Assumes ``-FMAX <= lo``, ``hi <= FMAX``; NaN still fails both.)"""
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    if float(lo32) < lo:
+        lo32 = np.nextafter(lo32, np.float32(np.inf))
+    if float(hi32) > hi:
+        hi32 = np.nextafter(hi32, np.float32(-np.inf))
+    return lo32, hi32
 
 
 @njit(cache=True)
