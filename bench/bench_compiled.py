@@ -9,7 +9,8 @@ written as a big-endian FITS file:
   memmap (big-endian, page cache warm);
 - compiled (numba): ``moment_maps_raw`` on the whole memmap view (kernel), and through the job
   path (``map_over_raw_slabs``, 64 MiB slabs); every reference order alone, and 0+1+2+8 in one
-  pass; CASA moments 0, 1, 2, 8 (and -1, 5, 6, 7, 9, 10, 11) in one pass;
+  pass; CASA moments 0, 1, 2, 8 (and -1, 5, 6, 7, 9, 10, 11) in one pass; the CASA medians (3,
+  4; ``includepix [0, 1e30]``) against the NumPy oracle's sort (same maps, checked);
 - end to end: ``POST /v1/products/moment`` through the FastAPI app (TestClient, product cache
   off, JSON decoded), orders 0, 1, 2, 8;
 - NumPy oracle (``cpu_fallback.moments.moment_maps`` on the in-memory cube) and spectral-cube
@@ -60,6 +61,7 @@ ORDER_SETS: tuple[tuple[int, ...], ...] = ((0,), (1,), (2,), (3,), (4,), (5,), (
 ORACLE_SETS = ((0,), (1,), (2,), (8,), (0, 1, 2, 8))
 HTTP_ORDERS = (0, 1, 2, 8)
 CASA_SETS = ((0, 1, 2, 8), (-1, 0, 1, 2, 5, 6, 7, 8, 9, 10, 11))
+CASA_MEDIANS, MEDIAN_INCLUDE = (3, 4), (0.0, 1e30)
 CHUNK_BYTES = 64 * MiB
 
 
@@ -166,6 +168,16 @@ def run_case(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         res["casa_s"][label(moms)], _ = best_of(
             lambda m=moms: casa_moment_maps_raw(raw.data, coords, widths, moments=m), rep)
         note(f"compiled CASA {label(moms)}", res["casa_s"][label(moms)])
+    res["casa_median_s"], med = best_of(lambda: casa_moment_maps_raw(
+        raw.data, coords, widths, moments=CASA_MEDIANS, include=MEDIAN_INCLUDE), rep)
+    note("compiled CASA medians 3+4", res["casa_median_s"])
+    if peers:
+        from cpu_fallback.casa_moments import casa_moment_maps  # noqa: PLC0415
+
+        res["casa_median_oracle_s"], want = best_of(lambda: casa_moment_maps(
+            cube, coords, widths, moments=CASA_MEDIANS, include=MEDIAN_INCLUDE), 1)
+        note("NumPy oracle CASA medians 3+4", res["casa_median_oracle_s"])
+        res["casa_median_equal"] = all(np.array_equal(med[k], want[k], equal_nan=True) for k in CASA_MEDIANS)
     res["http_s"] = {str(k): v for k, v in http_moments(path, rep).items()}
     print(f"  HTTP: {res['http_s']}", flush=True)
     res["spectral_cube_s"] = {}
@@ -233,6 +245,14 @@ def render(cases: dict[str, dict[str, Any]], desc: dict[str, Any], warm: dict[st
                                   "spectral-cube ÷ job", "max rel. diff vs oracle"], rows), ""]
         lines += ["CASA convention, compiled, one pass: " + ", ".join(
             f"moments {k}: {fmt_s(v)} ({fmt_x(ratio(v, floor))} floor)" for k, v in r["casa_s"].items()) + ".", ""]
+        if "casa_median_s" in r:
+            t_med = r["casa_median_s"]
+            med = [f"compiled (quickselect) {fmt_s(t_med)} ({fmt_x(ratio(t_med, floor))} floor)"]
+            if "casa_median_oracle_s" in r:
+                med.append(f"NumPy oracle (sort, in memory) {fmt_s(r['casa_median_oracle_s'])} "
+                           f"({fmt_x(ratio(r['casa_median_oracle_s'], r['casa_median_s']))} slower; "
+                           f"identical maps: {r['casa_median_equal']})")
+            lines += ["CASA medians (moments 3 + 4, `includepix [0, 1e30]`): " + "; ".join(med) + ".", ""]
         noise = [f"selection {fmt_s(r['noise_s'])}"]
         if "noise_astropy_s" in r:
             noise += [f"astropy `mad_std(ignore_nan=True)` per channel {fmt_s(r['noise_astropy_s'])} "
