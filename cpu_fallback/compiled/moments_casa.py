@@ -29,7 +29,7 @@ from numba import njit, prange
 from numpy.typing import ArrayLike, NDArray
 
 from cpu_fallback.compiled import moments_casa_median, runtime
-from cpu_fallback.compiled.rawdata import FMAX, kept, raw_args, row_source, scratch, value
+from cpu_fallback.compiled.rawdata import FMAX, group_rows, kept, raw_args, row_source, scratch, value
 from kernel_common.moment_plans import plan_casa
 
 #: CASA moments this module computes: all of them.
@@ -198,9 +198,11 @@ def casa_moment_maps_raw(
         opt = (bool(m & {-1, 0, 1, 2, 5, 6, 7}), bool(m & {5, 6}), want_w, bool(m & {8, 9}), bool(m & {10, 11}),
                7 in m)
         with runtime.threads(raw.size):
-            if m & SUM_MOMENTS:
-                _kernel(args.flat, args.geo, args.dec, args.mode, v, w, (*sel, -1.0 if width is None else float(width)),
-                        opt, slot, out)
+            if m & SUM_MOMENTS:  # on long kernel rows (same numbers; the medians keep image rows)
+                grouped, _ = group_rows(raw)
+                g = raw_args(grouped, bscale, bzero, blank)
+                _kernel(g.flat, g.geo, g.dec, g.mode, v, w, (*sel, -1.0 if width is None else float(width)), opt, slot,
+                        out.reshape(len(moms), grouped.shape[1], grouped.shape[2]))
             if m & {3, 4}:
                 moments_casa_median.kernel(args.flat, args.geo, args.dec, args.mode, v, sel, slot[4], slot[5], out)
     return {k: out[i] for i, k in enumerate(moms)}

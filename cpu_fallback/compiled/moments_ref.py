@@ -34,7 +34,17 @@ from numba import njit, prange
 from numpy.typing import ArrayLike, NDArray
 
 from cpu_fallback.compiled import runtime
-from cpu_fallback.compiled.rawdata import FMAX, MODE_ROW, float32_bounds, in_range, raw_args, row_source, scratch, value
+from cpu_fallback.compiled.rawdata import (
+    FMAX,
+    MODE_ROW,
+    float32_bounds,
+    group_rows,
+    in_range,
+    raw_args,
+    row_source,
+    scratch,
+    value,
+)
 from cpu_fallback.moments import SUPPORTED_ORDERS
 from kernel_common.moment_plans import plan_axis
 
@@ -44,10 +54,10 @@ COMPILED_ORDERS: frozenset[int] = SUPPORTED_ORDERS
 
 @njit(cache=True, inline="always")
 def _kv(mode, row, x, lo, hi):
-    """Voxel ``x`` as float64, zeroed unless kept, and whether it is kept."""
-    d = np.float64(value(mode, row, x))
-    k = in_range(d, lo, hi)
-    return (d if k else 0.0), k
+    """Voxel ``x`` as float64, zeroed unless kept (float32 bounds ``lo, hi``), and whether it is kept."""
+    e = value(mode, row, x)
+    k = in_range(e, lo, hi)
+    return (np.float64(e) if k else 0.0), k
 
 
 @njit(cache=True)
@@ -91,10 +101,10 @@ def _accumulate4(mode, r0, r1, r2, r3, w, u, lo, hi, lo32, hi32, opt, cnt, s0, s
             s0[x] += ((w0 * d0 + w1 * d1) + w2 * d2) + w3 * d3
     elif not (want_mx or want_mn or want_sq):  # otherwise the extrema or the sq loop count
         for x in range(nx):
-            k0 = in_range(np.float64(value(mode, r0, x)), lo, hi)
-            k1 = in_range(np.float64(value(mode, r1, x)), lo, hi)
-            k2 = in_range(np.float64(value(mode, r2, x)), lo, hi)
-            k3 = in_range(np.float64(value(mode, r3, x)), lo, hi)
+            k0 = in_range(value(mode, r0, x), lo, hi)
+            k1 = in_range(value(mode, r1, x), lo, hi)
+            k2 = in_range(value(mode, r2, x), lo, hi)
+            k3 = in_range(value(mode, r3, x), lo, hi)
             cnt[x] += np.int64(k0) + np.int64(k1) + np.int64(k2) + np.int64(k3)
     if want_sq:
         for x in range(nx):
@@ -210,7 +220,8 @@ def _kernel(flat, geo, dec, mode, u, w, sel, opt, slot, out, quad):  # noqa: C90
     """All requested maps (``slot[order] >= 0``) of a raw block into ``out[slot, y, x]``; ``quad``
     (fused read modes only: rows are views of ``flat``) takes four channels per pass."""
     nz, ny, nx, sz, sy, sx = geo
-    lo, hi, var_floor, ref, lo32, hi32 = sel
+    _, _, var_floor, ref, lo, hi = sel  # float32 bounds: the same selection of float32 voxels
+    lo32, hi32 = lo, hi
     nrow, cen, want_sq, want_mx, want_mn = opt
     nan = np.float32(np.nan)
     for y in prange(ny):
@@ -238,8 +249,9 @@ def _kernel(flat, geo, dec, mode, u, w, sel, opt, slot, out, quad):  # noqa: C90
             wz, uz = w[z], u[z]
             if nrow == 3:
                 for x in range(nx):
-                    d = np.float64(value(mode, row, x))
-                    k = in_range(d, lo, hi)
+                    e = value(mode, row, x)
+                    k = in_range(e, lo, hi)
+                    d = np.float64(e)
                     t = wz * d if k else 0.0
                     cnt[x] += k
                     s0[x] += t
@@ -248,25 +260,28 @@ def _kernel(flat, geo, dec, mode, u, w, sel, opt, slot, out, quad):  # noqa: C90
                     s2[x] += t * uz
             elif nrow == 2:
                 for x in range(nx):
-                    d = np.float64(value(mode, row, x))
-                    k = in_range(d, lo, hi)
+                    e = value(mode, row, x)
+                    k = in_range(e, lo, hi)
+                    d = np.float64(e)
                     t = wz * d if k else 0.0
                     cnt[x] += k
                     s0[x] += t
                     s1[x] += t * uz
             elif nrow == 1:
                 for x in range(nx):
-                    d = np.float64(value(mode, row, x))
-                    k = in_range(d, lo, hi)
+                    e = value(mode, row, x)
+                    k = in_range(e, lo, hi)
+                    d = np.float64(e)
                     cnt[x] += k
                     s0[x] += wz * d if k else 0.0
             elif not (want_mx or want_mn or want_sq):
                 for x in range(nx):
-                    cnt[x] += in_range(np.float64(value(mode, row, x)), lo, hi)
+                    cnt[x] += in_range(value(mode, row, x), lo, hi)
             if want_sq:
                 for x in range(nx):
-                    d = np.float64(value(mode, row, x))
-                    k = in_range(d, lo, hi)
+                    e = value(mode, row, x)
+                    k = in_range(e, lo, hi)
+                    d = np.float64(e)
                     sq[x] += wz * d * d if k else 0.0
                     kw[x] += wz if k else 0.0
                     if nrow == 0 and not (want_mx or want_mn):
@@ -375,8 +390,10 @@ def moment_maps_raw(
     """
     if getattr(raw, "ndim", 0) != 3:
         raise ValueError(f"expected a (spectral, y, x) block, got {getattr(raw, 'shape', None)}")
-    nz, ny, nx = raw.shape
+    nz, ny_img, nx_img = raw.shape
     p = plan_axis(nz, coords, widths, orders, threshold)
+    raw, _ = group_rows(raw)  # long kernel rows (same numbers)
+    _, ny, nx = raw.shape
     args = raw_args(raw, bscale, bzero, blank)
     o = set(p.orders)
     slot = np.full(11, -1, np.int64)
@@ -392,4 +409,5 @@ def moment_maps_raw(
         with runtime.threads(raw.size):
             quad = args.mode.dtype != MODE_ROW
             _kernel(args.flat, args.geo, args.dec, args.mode, p.u, p.w, sel, opt, slot, out, quad)
+    out = out.reshape(len(p.orders), ny_img, nx_img)
     return {k: out[i] for i, k in enumerate(p.orders)}

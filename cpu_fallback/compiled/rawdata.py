@@ -92,6 +92,31 @@ def raw_args(raw: np.ndarray, bscale: float = 1.0, bzero: float = 0.0, blank: in
     return RawArgs(flat, (nz, ny, nx, sz, sy, sx), dec, np.empty(0, mode))
 
 
+#: Pixels per kernel row after :func:`group_rows` (at most; measured best for 512² and 1024² planes).
+GROUP_PIXELS = 8192
+
+
+def group_rows(raw: np.ndarray, target: int = GROUP_PIXELS) -> tuple[np.ndarray, int]:
+    """View ``r`` consecutive image rows as one kernel row, ``(nz, ny // r, nx * r)``, when rows are
+    contiguous in each plane; ``r`` is the largest divisor of ``ny`` with ``r * nx <= target``.
+
+    A per-pixel kernel gives the same numbers on either view (a pixel's result depends only on its
+    spectrum), but long rows read each plane in long contiguous runs: on a 512x512x256 cube 8192
+    pixels per row instead of 512 cut the kernels' time by 10-25 %. Returns ``(view, r)``; ``r = 1``
+    (the block itself) when the rows are not contiguous or ``ny`` has no suitable divisor.
+    """
+    nz, ny, nx = raw.shape
+    k = raw.itemsize
+    if ny <= 1 or nx * k == 0 or raw.strides[2] != k or raw.strides[1] != nx * k:
+        return raw, 1
+    r = max((d for d in range(1, min(ny, max(1, target // nx)) + 1) if ny % d == 0), default=1)
+    if r == 1:
+        return raw, 1
+    view = np.lib.stride_tricks.as_strided(raw, (nz, ny // r, nx * r), (raw.strides[0], raw.strides[1] * r, k),
+                                           writeable=False)
+    return view, r
+
+
 #: Typed shift counts and masks: integer literals would promote the arithmetic to int64 and
 #: keep LLVM from recognising (and vectorising) the byte swap.
 _S8_16 = np.uint16(8)
