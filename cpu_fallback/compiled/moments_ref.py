@@ -60,7 +60,7 @@ def _kv(mode, row, x, lo, hi):
     return (np.float64(e) if k else 0.0), k
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"contract"})
 def _accumulate4(mode, r0, r1, r2, r3, w, u, lo, hi, lo32, hi32, opt, cnt, s0, s1, s2, sq, kw, mx, mn):  # noqa: C901
     """The per-channel accumulations of four channels at once (rows ``r0..r3``, weights ``w[:4]``,
     centred coordinates ``u[:4]``): one load and store of each accumulator per four voxels.
@@ -170,7 +170,7 @@ def _centred(mode, row, wz, uz, m1c, lo, hi, cen, c):
             c[3, x] += wz * (t * dd)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"contract"})
 def _centred4(mode, r0, r1, r2, r3, w, u, m1c, lo, hi, cen, c0, c1, c2, c3):  # noqa: C901 - one loop per cen
     """:func:`_centred` of four channels at once (rows ``r0..r3``, weights ``w[:4]``, coordinates
     ``u[:4]``): each accumulator ``c_k`` is loaded and stored once per four voxels."""
@@ -401,7 +401,7 @@ def moment_maps_raw(
         slot[k] = i
     out = np.empty((len(p.orders), ny, nx), np.float32)
     if ny * nx:
-        nrow = 3 if o & {2, 3, 4, 5} else 2 if 1 in o else 1 if 0 in o else 0
+        nrow = 3 if 2 in o else 2 if o & {1, 3, 4, 5} else 1 if 0 in o else 0  # orders 3-5 need M0, M1
         cen = max((k for k in o if 3 <= k <= 5), default=0)
         opt = (nrow, cen, 6 in o, 8 in o, 10 in o)
         lo = -FMAX if p.threshold is None else max(float(p.threshold), -FMAX)
