@@ -11,7 +11,11 @@ decoded from the stored bytes into a float32 scratch row (:mod:`cpu_fallback.com
 and added into per-pixel float64 accumulators: the kept count, ``S_j = sum I dv u^j`` (``j <= 2``,
 ``u = v - mean(v)``), ``sum I^2 dv`` and the kept weight (order 6), the float32 maximum and minimum.
 Orders 3-5 take a second pass over the row (``sum I dv (u - S1/S0)^k``, ``k = 2..5``), as the
-oracle does. One loop per accumulator family, each chosen outside the ``x`` loop, so the loops
+oracle does, also four channels at a time in the fused read modes. A "row" is ``r`` image rows
+when they are contiguous in the plane (:func:`cpu_fallback.compiled.rawdata.group_rows`, up to
+8192 pixels): longer contiguous reads, the same numbers. Voxels are selected by comparing the
+float32 value with float32 bounds (:func:`~cpu_fallback.compiled.rawdata.float32_bounds`).
+One loop per accumulator family, each chosen outside the ``x`` loop, so the loops
 vectorise. In the fused read modes (contiguous unscaled float32 rows, decoded inside the loops)
 four channels are added per pass (``S += ((t0 + t1) + t2) + t3``), so each accumulator is loaded
 and stored once per four voxels; the grouping depends only on ``z``, not on the slab.
