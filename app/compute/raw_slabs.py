@@ -2,10 +2,13 @@
 
 The compiled CPU kernels (:mod:`cpu_fallback.compiled`) read the memmap as stored (byte order,
 BSCALE/BZERO/BLANK applied inside the kernel), so a slab is a *view* of the file
-(:meth:`~app.io.fits_reader.CubeSource.read_raw`), not a float32 copy. The slabs only give
-progress and cancellation points; their size follows the chunk budget at the stored item size,
-and every slab holds at least a few rows per thread. On the Dask lane each slab is one task: the
-worker runs the same compiled kernel on its own view of the file (bit-identical maps).
+(:meth:`~app.io.fits_reader.CubeSource.read_raw`), not a float32 copy, and costs no memory. The
+slabs only give progress and cancellation points; each holds at least :data:`RAW_SLAB_BYTES` of
+stored data (tens of milliseconds of kernel time; a 512x512x256 float32 cube is one kernel call,
+with no per-slab parallel-region start), or the chunk budget if larger, and at least a few rows
+per thread. On the Dask lane each slab is one task
+(chunk-budget sized): the worker runs the same compiled kernel on its own view of the file
+(bit-identical maps).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from app.compute.dispatch import JobContext
 from app.io.fits_reader import CubeSource, RawBlock
 
 RawCompute = Callable[[RawBlock], dict[Any, np.ndarray]]
+
+#: Least stored bytes per slab: views need no memory, so slabs are sized for cancellation latency.
+RAW_SLAB_BYTES = 256 * 1024 * 1024
 
 
 def map_over_raw_slabs(
@@ -46,9 +52,12 @@ def map_over_raw_slabs(
     y0, y1, _ = (rows or slice(None)).indices(ny_full)
     ny = y1 - y0
     itemsize = float(source.raw.dtype.itemsize)
-    slabs = y_slabs((nz, ny, nx), max(ctx.chunk_bytes, int(16 * nz * nx * itemsize)), bytes_per_voxel=itemsize)
-    out: dict[Any, np.ndarray] = {}
     tile = TileSource.of(source) if getattr(ctx, "cluster", None) is not None else None
+    # locally a slab is a free view (big slabs: fewer parallel-region starts); a Dask tile is one
+    # task whose size follows the chunk budget (workers have their own memory limits)
+    budget = max(ctx.chunk_bytes, RAW_SLAB_BYTES if tile is None else 0, int(16 * nz * nx * itemsize))
+    slabs = y_slabs((nz, ny, nx), budget, bytes_per_voxel=itemsize)
+    out: dict[Any, np.ndarray] = {}
     if tile is not None:  # the Dask lane: each worker runs the compiled kernel on its view of the file
         reads = [(z, slice(y0 + ys.start, y0 + ys.stop), slice(None)) for ys in slabs]
         for ys, maps in zip(slabs, ctx.cluster.map_tiles(ctx, tile, reads, compute, raw=True), strict=True):

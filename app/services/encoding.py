@@ -17,6 +17,13 @@ from app.errors import InvalidRequest
 COMPRESSIONS = ("none", "qt-zlib")
 
 
+class Base64Text(str):
+    """A ``str`` of base64 characters only (``A-Z a-z 0-9 + / =``): JSON writes it as is, so
+    :class:`app.responses.SafeJSONResponse` splices it into the answer without scanning it."""
+
+    __slots__ = ()
+
+
 def check_compression(value: str | None) -> str:
     """Normalise a requested compression (``None``/``""`` → ``none``)."""
     name = (value or "none").strip().lower()
@@ -25,12 +32,13 @@ def check_compression(value: str | None) -> str:
     return name
 
 
-def encode_array(array: np.ndarray, compression: str = "none", dtype: str = "<f4") -> str:
+def encode_array(array: np.ndarray, compression: str = "none", dtype: str = "<f4") -> Base64Text:
     """Base64 of the array's bytes as ``dtype`` (default little-endian float32), C order."""
-    raw = np.ascontiguousarray(array, dtype=np.dtype(dtype)).tobytes()
+    data = np.ascontiguousarray(array, dtype=np.dtype(dtype))
+    raw = memoryview(data).cast("B") if data.size else b""  # the array's buffer, not a bytes copy
     if compression == "qt-zlib":
         raw = struct.pack(">I", len(raw)) + zlib.compress(raw, 1)
-    return base64.b64encode(raw).decode("ascii")
+    return Base64Text(base64.b64encode(raw).decode("ascii"))
 
 
 def decode_array(text: str, compression: str = "none", dtype: str = "<f4") -> np.ndarray:

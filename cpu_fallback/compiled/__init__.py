@@ -6,6 +6,7 @@ over rows or channels, straight from the raw FITS data where that applies:
 
 - :mod:`cpu_fallback.compiled.moments_ref` -- moments, API-reference convention;
 - :mod:`cpu_fallback.compiled.moments_casa` -- moments, CASA ``immoments`` convention;
+- :mod:`cpu_fallback.compiled.moments_casa_median` -- CASA moments 3 and 4 (medians) by selection;
 - :mod:`cpu_fallback.compiled.noise` -- per-channel median and MAD by selection;
 - :mod:`cpu_fallback.compiled.linewidth` -- the per-pixel Gaussian line-width fit, one spectrum per
   iteration of a parallel loop;

@@ -5,9 +5,10 @@ Same definitions, single-precision quirks, pixel selection and blanking as the o
 if finite and inside ``include`` (ends kept) or outside ``exclude`` (ends kept); a pixel with no
 kept voxel is NaN in every moment.
 
-Moments computed here: -1, 0, 1, 2, 5, 6, 7, 8, 9, 10, 11 (the sums and extrema). The medians (3,
-median; 4, median coordinate) need every kept value of a spectrum and stay with the NumPy oracle
-(:data:`COMPILED_MOMENTS` tells the caller which).
+Every moment, -1 to 11. The sums and extrema (-1, 0, 1, 2, 5-11) come from the one-pass kernel
+here; the medians (3, median; 4, median coordinate) need every kept value of a spectrum and come
+from :mod:`cpu_fallback.compiled.moments_casa_median` (per-pixel selection, a second pass when
+both kinds are asked).
 
 Algorithm. ``prange`` over rows; per channel the row is decoded from the stored bytes
 (:mod:`cpu_fallback.compiled.rawdata`) and added, in channel order, into per-pixel float64
@@ -27,12 +28,14 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import ArrayLike, NDArray
 
-from cpu_fallback.compiled import runtime
-from cpu_fallback.compiled.rawdata import FMAX, kept, raw_args, row_source, scratch, value
+from cpu_fallback.compiled import moments_casa_median, runtime
+from cpu_fallback.compiled.rawdata import FMAX, group_rows, kept, raw_args, row_source, scratch, value
 from kernel_common.moment_plans import plan_casa
 
-#: CASA moments this module computes (3 and 4, the medians, stay with the oracle).
-COMPILED_MOMENTS: frozenset[int] = frozenset({-1, 0, 1, 2, 5, 6, 7, 8, 9, 10, 11})
+#: CASA moments this module computes: all of them.
+COMPILED_MOMENTS: frozenset[int] = frozenset(range(-1, 12))
+#: Those of the one-pass sums-and-extrema kernel (the medians 3 and 4 have their own).
+SUM_MOMENTS: frozenset[int] = frozenset({-1, 0, 1, 2, 5, 6, 7, 8, 9, 10, 11})
 
 
 @njit(parallel=True, cache=True)
@@ -158,7 +161,7 @@ def casa_moment_maps_raw(
     coords, widths : array_like
         ``(nz,)`` coordinates (CASA: km/s) and channel widths (only ``|dv|`` is used).
     moments : iterable of int
-        A subset of :data:`COMPILED_MOMENTS`.
+        Any subset of ``-1 .. 11`` (:data:`COMPILED_MOMENTS`).
     include, exclude : float, sequence of float or None
         immoments ``includepix`` / ``excludepix`` (data units), at most one.
     bscale, bzero, blank
@@ -172,13 +175,11 @@ def casa_moment_maps_raw(
     Raises
     ------
     ValueError
-        As the oracle; also for moments 3 and 4 (use the oracle) or an unsupported data type.
+        As the oracle (e.g. moment 4 without a one-signed range), or an unsupported data type.
     """
     if getattr(raw, "ndim", 0) != 3:
         raise ValueError(f"expected a (spectral, y, x) block, got {getattr(raw, 'shape', None)}")
     moms, v, width, w, rng, is_include = plan_casa(raw, coords, widths, moments, include, exclude)
-    if not set(moms) <= COMPILED_MOMENTS:
-        raise ValueError(f"compiled CASA moments are {sorted(COMPILED_MOMENTS)}; the medians use the oracle")
     nz, ny, nx = raw.shape
     args = raw_args(raw, bscale, bzero, blank)
     m = set(moms)
@@ -194,9 +195,14 @@ def casa_moment_maps_raw(
         else:
             sel = (-FMAX, FMAX, float(rng[0]), float(rng[1]))
         want_w = 0 in m and width is None
-        sel = (*sel, -1.0 if width is None else float(width))
         opt = (bool(m & {-1, 0, 1, 2, 5, 6, 7}), bool(m & {5, 6}), want_w, bool(m & {8, 9}), bool(m & {10, 11}),
                7 in m)
         with runtime.threads(raw.size):
-            _kernel(args.flat, args.geo, args.dec, args.mode, v, w, sel, opt, slot, out)
+            if m & SUM_MOMENTS:  # on long kernel rows (same numbers; the medians keep image rows)
+                grouped, _ = group_rows(raw)
+                g = raw_args(grouped, bscale, bzero, blank)
+                _kernel(g.flat, g.geo, g.dec, g.mode, v, w, (*sel, -1.0 if width is None else float(width)), opt, slot,
+                        out.reshape(len(moms), grouped.shape[1], grouped.shape[2]))
+            if m & {3, 4}:
+                moments_casa_median.kernel(args.flat, args.geo, args.dec, args.mode, v, sel, slot[4], slot[5], out)
     return {k: out[i] for i, k in enumerate(moms)}

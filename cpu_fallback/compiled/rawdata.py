@@ -78,6 +78,9 @@ def raw_args(raw: np.ndarray, bscale: float = 1.0, bzero: float = 0.0, blank: in
         raise ValueError("the raw block needs non-negative strides that are multiples of the item size")
     nz, ny, nx = (int(n) for n in raw.shape)
     sz, sy, sx = (int(s) // k for s in raw.strides)
+    sx = 1 if nx == 1 else sx  # a single column's stride is free (e.g. 0 for a broadcast axis)
+    if sx == 0:
+        raise ValueError("the raw block's x axis is broadcast (stride 0); pass a copy")
     u = raw.view(np.dtype(f"u{k}"))  # same bytes, native unsigned integers
     n = 0 if raw.size == 0 else 1 + (nz - 1) * sz + (ny - 1) * sy + (nx - 1) * sx
     flat = np.lib.stride_tricks.as_strided(u, shape=(n,), strides=(k,), writeable=False)
@@ -87,6 +90,31 @@ def raw_args(raw: np.ndarray, bscale: float = 1.0, bzero: float = 0.0, blank: in
     fused = kind == KIND_FLOAT and k == 4 and sx == 1 and not dec[4] and not dec[5]
     mode = (MODE_BE_F32 if dec[0] else MODE_NATIVE_F32) if fused else MODE_ROW
     return RawArgs(flat, (nz, ny, nx, sz, sy, sx), dec, np.empty(0, mode))
+
+
+#: Pixels per kernel row after :func:`group_rows` (at most; measured best for 512² and 1024² planes).
+GROUP_PIXELS = 8192
+
+
+def group_rows(raw: np.ndarray, target: int = GROUP_PIXELS) -> tuple[np.ndarray, int]:
+    """View ``r`` consecutive image rows as one kernel row, ``(nz, ny // r, nx * r)``, when rows are
+    contiguous in each plane; ``r`` is the largest divisor of ``ny`` with ``r * nx <= target``.
+
+    A per-pixel kernel gives the same numbers on either view (a pixel's result depends only on its
+    spectrum), but long rows read each plane in long contiguous runs: on a 512x512x256 cube 8192
+    pixels per row instead of 512 cut the kernels' time by 10-25 %. Returns ``(view, r)``; ``r = 1``
+    (the block itself) when the rows are not contiguous or ``ny`` has no suitable divisor.
+    """
+    nz, ny, nx = raw.shape
+    k = raw.itemsize
+    if ny <= 1 or nx * k == 0 or raw.strides[2] != k or raw.strides[1] != nx * k:
+        return raw, 1
+    r = max((d for d in range(1, min(ny, max(1, target // nx)) + 1) if ny % d == 0), default=1)
+    if r == 1:
+        return raw, 1
+    view = np.lib.stride_tricks.as_strided(raw, (nz, ny // r, nx * r), (raw.strides[0], raw.strides[1] * r, k),
+                                           writeable=False)
+    return view, r
 
 
 #: Typed shift counts and masks: integer literals would promote the arithmetic to int64 and
@@ -262,6 +290,18 @@ def _ov_value(mode, src, x):
 
 #: Largest finite float32, as float64: a voxel is finite iff ``-FMAX <= value <= FMAX``.
 FMAX = float(np.finfo(np.float32).max)
+
+
+def float32_bounds(lo: float, hi: float) -> tuple[np.float32, np.float32]:
+    """float32 ``(lo32, hi32)`` with ``lo <= d <= hi  <=>  lo32 <= d <= hi32`` for every float32 ``d``:
+    ``lo`` rounded up and ``hi`` rounded down to float32, so comparisons need no float64 conversion.
+    (Assumes ``-FMAX <= lo``, ``hi <= FMAX``; NaN still fails both.)"""
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    if float(lo32) < lo:
+        lo32 = np.nextafter(lo32, np.float32(np.inf))
+    if float(hi32) > hi:
+        hi32 = np.nextafter(hi32, np.float32(-np.inf))
+    return lo32, hi32
 
 
 @njit(cache=True)

@@ -51,8 +51,12 @@ def test_moment_route_uses_numba_and_matches_the_oracle(client: TestClient, cube
     assert casa["kernel"] == "numba"
     want = casa_moment_maps(cube, v, w, moments=[2], include=[0.1, 10])[2]
     np.testing.assert_allclose(decode(casa, shape=(NY, NX)), want, rtol=1e-6, equal_nan=True)
-    median = _post(client, headers, "/v1/products/moment", dataset_id=ds, order=3, convention="casa")
-    assert median["valid"] and median["kernel"] == "numpy"  # medians stay with the oracle
+    for order, pix in ((3, None), (4, [0.1, 10])):  # the CASA medians are compiled too: equal to the oracle
+        median = _post(client, headers, "/v1/products/moment", dataset_id=ds, order=order, convention="casa",
+                       includepix=pix)
+        assert median["valid"] and median["kernel"] == "numba"
+        want = casa_moment_maps(cube, v, w, moments=[order], include=pix)[order]
+        np.testing.assert_array_equal(decode(median, shape=(NY, NX)), want)
 
 
 def test_switch_off_gives_the_numpy_oracle(client: TestClient, cube_ds, monkeypatch: pytest.MonkeyPatch) -> None:

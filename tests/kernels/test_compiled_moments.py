@@ -18,13 +18,13 @@ from astropy.io import fits
 from app.io.fits_reader import open_fits_image
 from cpu_fallback.casa_moments import casa_moment_maps
 from cpu_fallback.compiled import runtime
-from cpu_fallback.compiled.moments_casa import COMPILED_MOMENTS, casa_moment_maps_raw
+from cpu_fallback.compiled.moments_casa import SUM_MOMENTS, casa_moment_maps_raw
 from cpu_fallback.compiled.moments_ref import COMPILED_ORDERS, moment_maps_raw
 from cpu_fallback.moments import moment_maps
 
 NZ, NY, NX = 48, 13, 19
 REF_ORDERS = sorted(COMPILED_ORDERS)
-CASA_MOMS = sorted(COMPILED_MOMENTS)
+CASA_MOMS = sorted(SUM_MOMENTS)  # the medians: tests/kernels/test_compiled_casa_medians.py
 
 
 def _lines(seed: int = 0) -> np.ndarray:
@@ -194,11 +194,11 @@ def test_casa_every_moment(kind: str, rng_kw: dict, equal: bool) -> None:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=0, equal_nan=True, err_msg=f"moment {k}")
 
 
-def test_casa_medians_and_bad_input_are_refused() -> None:
+def test_bad_input_is_refused() -> None:
     raw, *_ = _stored("big-endian float32")
     v, w = _axis()
-    with pytest.raises(ValueError, match="medians"):
-        casa_moment_maps_raw(raw, v, w, moments=[3])
+    with pytest.raises(ValueError, match="median coordinate"):
+        casa_moment_maps_raw(raw, v, w, moments=[4])  # moment 4 needs a one-signed range, as in CASA
     with pytest.raises(ValueError, match="only one of include or exclude"):
         casa_moment_maps_raw(raw, v, w, moments=[0], include=[0, 1], exclude=[2, 3])
     with pytest.raises(ValueError, match="unsupported FITS data type"):
@@ -289,3 +289,27 @@ def test_concurrent_jobs_get_the_same_maps(monkeypatch: pytest.MonkeyPatch) -> N
         for f in casas:
             for k in CASA_MOMS:
                 np.testing.assert_array_equal(f.result()[k], casa[k])
+
+
+def test_grouped_rows_give_the_same_maps() -> None:
+    """Long kernel rows (``group_rows``) change nothing: the same maps as image rows, bit for bit."""
+    from cpu_fallback.compiled.rawdata import group_rows
+
+    rng = np.random.default_rng(11)
+    wide = rng.normal(0.5, 1.0, (NZ, 12, NX + 1)).astype(">f4")
+    wide[rng.random(wide.shape) < 0.03] = np.nan
+    contiguous = np.ascontiguousarray(wide[:, :, :NX])
+    rows_apart = wide[:, :, :NX]  # rows not contiguous in the plane: not grouped
+    view, r = group_rows(contiguous)
+    assert r == 12 and view.shape == (NZ, 1, 12 * NX) and np.shares_memory(view, contiguous)
+    assert group_rows(rows_apart)[1] == 1
+    assert group_rows(contiguous, target=3 * NX)[1] == 3  # the largest divisor of ny within the target
+    v, w = _axis()
+    a = moment_maps_raw(contiguous, v, w, orders=REF_ORDERS, threshold=0.1)
+    b = moment_maps_raw(rows_apart, v, w, orders=REF_ORDERS, threshold=0.1)
+    for k in REF_ORDERS:
+        np.testing.assert_array_equal(a[k], b[k])
+    ca = casa_moment_maps_raw(contiguous, v, w, moments=CASA_MOMS)
+    cb = casa_moment_maps_raw(rows_apart, v, w, moments=CASA_MOMS)
+    for k in CASA_MOMS:
+        np.testing.assert_array_equal(ca[k], cb[k])
