@@ -109,16 +109,19 @@ class Client:
         return self._transport.get(f"/v1/sessions/{self.session_id}/datasets")["datasets"]
 
     def stack(self, datasets: Sequence[Dataset | str], *, method: str = "mean", weight_by: str = "uniform",
-              weights: Sequence[float] | None = None, progress: bool | None = None) -> Table:
+              weights: Sequence[float] | None = None, mask: dict[str, Any] | None = None,
+              progress: bool | None = None) -> Table:
         """Stack the spatial-mean spectra of N ≥ 2 equal-shape cubes (server task ``stack``).
 
         ``datasets`` are :class:`Dataset` objects or server paths (opened first). ``method``:
         ``mean``, ``median`` or ``weighted_mean`` (``weight_by`` ``uniform``, ``rms`` = 1/σ², ``peak``;
-        explicit ``weights`` override). Returns a table with ``spectral`` (km/s for velocity axes)
+        explicit ``weights`` override). ``mask``: a noise-aware mask spec applied to every cube (only
+        its voxels enter the mean spectra). Returns a table with ``spectral`` (km/s for velocity axes)
         and ``flux`` (``BUNIT``); ``meta`` holds the server's answer (``weights_used``, ``peaks``, ...).
         """
         ids = [(d if isinstance(d, Dataset) else self.open(d)).dataset_id for d in datasets]
-        body = {"dataset_ids": ids, "method": method, "weight_by": weight_by, "weights": list(weights or [])}
+        body = {"dataset_ids": ids, "method": method, "weight_by": weight_by, "weights": list(weights or []),
+                "mask": mask}
         return products.spectrum_table(self._task("stack", body, progress, "stack"))
 
     # ------------------------------------------------------------------ tables

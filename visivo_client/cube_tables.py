@@ -61,6 +61,33 @@ def moments_hdulist(answer: dict[str, Any], *, celestial: WCS | None, beam: dict
     return out
 
 
+def linefit_hdulist(answer: dict[str, Any], *, celestial: WCS | None, beam: dict[str, Any], history: list[str],
+                    ) -> fits.HDUList:
+    """An empty primary HDU (``HISTORY``) and an ImageHDU per line-fit map and component.
+
+    Parameter maps (``[components, height, width]``) give one extension per component (``EXTVER``);
+    ``reduced_chi2`` and ``ncomp`` one each. Every extension has the 2-D celestial WCS and ``BUNIT``.
+    """
+    primary = fits.PrimaryHDU()
+    for line in history:
+        primary.header.add_history(line)
+    hdus: list[Any] = [primary]
+    for name, entry in answer["maps"].items():
+        shape = tuple(int(n) for n in entry["shape"])
+        data = decode_array(entry["data_base64"], answer.get("compression"), shape=shape)
+        planes = data if len(shape) == 3 else data[None]
+        for k, plane in enumerate(planes, start=1):
+            hdu = map_hdu(np.ascontiguousarray(plane), celestial=celestial, bunit=entry.get("unit") or "",
+                          history=[f"{name} component {k}"], beam=beam)
+            ext = fits.ImageHDU(hdu.data, header=hdu.header, name=name.upper())
+            ext.header["EXTVER"] = k
+            hdus.append(ext)
+    out = fits.HDUList(hdus)
+    out.meta = {k: v for k, v in metadata(answer).items() if k != "maps"}  # type: ignore[attr-defined]
+    out.meta["maps"] = {k: {f: v for f, v in m.items() if f != "data_base64"} for k, m in answer["maps"].items()}
+    return out
+
+
 def region_spectra_tables(answer: dict[str, Any]) -> list[Table]:
     """One table per region: ``channel``, ``spectral`` (unit), ``sum``, ``mean`` (NaN where null), ``count``;
     ``meta``: ``index``, ``shape``, ``num_pixels``, ``bbox`` and the answer's common fields."""

@@ -141,7 +141,7 @@ class Dataset:
                threshold: float | None = None, rms: float | None = None, snr: float | None = None,
                includepix: Sequence[float] | None = None, excludepix: Sequence[float] | None = None,
                rest_freq_hz: float | None = None, save: bool = True, uncertainty: bool = False,
-               progress: bool | None = None) -> fits.PrimaryHDU:
+               mask: dict[str, Any] | None = None, progress: bool | None = None) -> fits.PrimaryHDU:
         """Moment map (server task ``moment``) as a PrimaryHDU.
 
         ``convention="reference"``: 0 ΣI·Δv, 1 ΣI·v·Δv/M0, 2 variance, 3 skewness, 4 excess kurtosis,
@@ -151,9 +151,11 @@ class Dataset:
         the file on the server; otherwise the same content is built here from the answer. With
         ``uncertainty`` (orders 0-2) ``hdu.meta["sigma"]`` is the propagated 1σ map (float32, the map's
         unit) and ``hdu.meta["noise_per_channel"]`` the noise used (the given ``rms``, else estimated).
+        ``mask`` is a noise-aware mask spec (``{"method": "smooth_and_clip", "snr": 4.0, ...}``; see the
+        server's README): only its voxels count, and ``hdu.meta["masks"]`` says what it kept.
         """
         body = {"dataset_id": self.dataset_id, "order": int(order), **_channels(channels),
-                "uncertainty": bool(uncertainty),
+                "uncertainty": bool(uncertainty), "mask": mask,
                 "convention": convention, "threshold": threshold, "rms": rms, "snr": snr,
                 "includepix": list(includepix) if includepix is not None else None,
                 "excludepix": list(excludepix) if excludepix is not None else None,
@@ -180,7 +182,7 @@ class Dataset:
                 threshold: float | None = None, rms: float | None = None, snr: float | None = None,
                 includepix: Sequence[float] | None = None, excludepix: Sequence[float] | None = None,
                 uncertainty: bool = False, rest_freq_hz: float | None = None, save: bool = False,
-                progress: bool | None = None) -> fits.HDUList:
+                mask: dict[str, Any] | None = None, progress: bool | None = None) -> fits.HDUList:
         """Several moment maps from one pass over the cube (``orders``), with their σ maps when asked.
 
         Returns an HDUList: an empty primary HDU with ``HISTORY`` provenance, then ``MOM<k>`` per order
@@ -191,7 +193,7 @@ class Dataset:
         """
         body = {"dataset_id": self.dataset_id, "orders": [int(k) for k in orders], **_channels(channels),
                 "convention": convention, "threshold": threshold, "rms": rms, "snr": snr,
-                "uncertainty": bool(uncertainty),
+                "uncertainty": bool(uncertainty), "mask": mask,
                 "includepix": list(includepix) if includepix is not None else None,
                 "excludepix": list(excludepix) if excludepix is not None else None,
                 "rest_freq_hz": rest_freq_hz, "save": save, "compression": self._client.compression}
@@ -203,16 +205,17 @@ class Dataset:
 
     def linewidth(self, channels: Range = None, *, map: str = "fwhm", threshold: float | None = None,  # noqa: A002
                   snr: float | None = None, rest_freq_hz: float | None = None,
-                  progress: bool | None = None) -> fits.PrimaryHDU:
+                  mask: dict[str, Any] | None = None, progress: bool | None = None) -> fits.PrimaryHDU:
         """Line-width map (server task ``linewidth``): ``map="fwhm"`` (2.3548·σ of a Gaussian fit) or ``"ew"``.
 
-        ``threshold`` masks voxels below it; ``snr`` is the fit's SNR cut (server default 3). Both
-        maps are computed and cached on the server, so asking for the other one is immediate.
+        ``threshold`` masks voxels below it; ``snr`` is the fit's SNR cut (server default 3); ``mask`` a
+        noise-aware mask spec (as :meth:`moment`). Both maps are computed and cached on the server, so
+        asking for the other one is immediate.
         """
         if map not in ("fwhm", "ew"):
             raise ValueError("map must be 'fwhm' or 'ew'")
         body = {"dataset_id": self.dataset_id, **_channels(channels), "rest_freq_hz": rest_freq_hz, "snr": snr,
-                "mask_enabled": threshold is not None, "threshold_value": threshold}
+                "mask_enabled": threshold is not None, "threshold_value": threshold, "mask": mask}
         answer = self._client._task("linewidth", body, progress, "linewidth")
         data = decode_array(answer[f"{map}_base64"], shape=(int(answer["height"]), int(answer["width"])))
         history = [f"visivo-gpu-server linewidth {map} (FWHM = 2.3548 sigma of a Gaussian fit; EW = sum(I dv)/peak)",
@@ -230,6 +233,25 @@ class Dataset:
             "dataset_id": self.dataset_id, **_channels(channels), "method": method})
         names = ["fwhm", "ew"] if method is None else [method]
         return dict(zip(names, binary_frames(payload), strict=True))
+
+    def linefit(self, channels: Range = None, *, components: int = 1, threshold: float | None = None,
+                snr: float | None = None, rest_freq_hz: float | None = None, save: bool = False,
+                progress: bool | None = None) -> fits.HDUList:
+        """Gaussian line-fit maps (server task ``linefit``) as an HDUList.
+
+        An empty primary HDU with ``HISTORY``, then one ImageHDU per map and component:
+        ``AMPLITUDE``, ``CENTRE``, ``SIGMA`` and their ``*_ERR`` (1σ, curve_fit's default scaling) with
+        ``EXTVER`` = component, then ``REDUCED_CHI2`` (and ``NCOMP`` with ``components=2``), each
+        with the 2-D celestial WCS and ``BUNIT`` — the layout of the file the server writes with
+        ``save`` (``meta["output_path"]``).
+        """
+        body = {"dataset_id": self.dataset_id, **_channels(channels), "components": int(components),
+                "mask_enabled": threshold is not None, "threshold_value": threshold, "snr": snr,
+                "rest_freq_hz": rest_freq_hz, "save": save}
+        answer = self._client._task("linefit", body, progress, f"linefit {components}")
+        history = [f"visivo-gpu-server linefit components={answer.get('components')} "
+                   f"channels={answer.get('channel_start')}..{answer.get('channel_end')} source={self.path}"]
+        return cube_tables.linefit_hdulist(answer, celestial=self.celestial_wcs, beam=self.info, history=history)
 
     def noise(self, *, x: Range = None, y: Range = None, channels: Range = None) -> Table:
         """Per-channel MAD and σ = 1.4826·MAD over a region (``/v1/cube/noise``) as a table."""
