@@ -28,4 +28,10 @@ def default_cases() -> list[Callable[[], object]]:
         cases.append(lambda c=cube, s=scaling: moments_casa.casa_moment_maps_raw(
             c, v, w, moments=sorted(moments_casa.COMPILED_MOMENTS), **s))
     cases.append(lambda: noise.channel_mad(base))
+    from cpu_fallback.compiled import stats  # noqa: PLC0415 - JS9 imstat: FITS images with and without a region
+
+    region = np.ones((ny, nx), dtype=bool)
+    for cube, _ in cubes[:2]:
+        cases.append(lambda c=cube: stats.region_stats_raw(c))
+        cases.append(lambda c=cube, m=region: stats.region_stats_raw(c, m))
     return cases

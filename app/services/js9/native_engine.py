@@ -112,9 +112,14 @@ def imstat(ctx: JobContext, view: ImageView, region: Region | None, params: dict
     check_memory(sel, "imstat")
     kern = ctx.kernels("stats")
     origin = (sel.z.start, sel.ys.start, sel.xs.start)
+    fast = ctx.compiled("stats")  # CPU with numba: one pass over the stored data, then a selection pass
     if ctx.on_gpu:
         block = _to_device(ctx, sel.read(view))
         stats = kern.stats_finalize(kern.stats_partial(block, _to_device(ctx, sel.mask), origin=origin))
+    elif fast is not None:
+        raw = view.source.read_raw(z=sel.zslice, y=sel.ys)
+        stats = fast.region_stats_raw(raw.data[:, :, sel.xs], sel.mask, origin=origin, bscale=raw.bscale,
+                                      bzero=raw.bzero, blank=raw.blank)
     else:
         stats = _cpu_stats(ctx, kern, view, sel)
     data: dict[str, Any] = {key: stats[key] for key in (
@@ -125,7 +130,7 @@ def imstat(ctx: JobContext, view: ImageView, region: Region | None, params: dict
         data[key] = view.casa_position(*pos) if pos[0] >= 0 else None
     data["blc"] = view.casa_position(sel.z.start, sel.ys.start, sel.xs.start)
     data["trc"] = view.casa_position(sel.z.stop - 1, sel.ys.stop - 1, sel.xs.stop - 1)
-    flux = _integrated_flux(ctx, view, sel, stats["sum"])
+    flux = _integrated_flux(ctx, view, sel, stats["sum"], stats.get("channel_sum"))
     if flux is not None:
         data["flux"], data["flux_unit"] = flux
     return {"DATA": data, "region": _region_info(region)}
@@ -148,8 +153,10 @@ def _cpu_stats(ctx: JobContext, kern: Any, view: ImageView, sel: Selection) -> d
     return kern.stats_finalize(reduce(kern.stats_combine, parts))
 
 
-def _integrated_flux(ctx: JobContext, view: ImageView, sel: Selection, total: float) -> tuple[float, str] | None:
-    """CASA's ``flux``: ``Σx / A_beam`` (Jy) for an image or one channel, else ``Σ_c (Σx)_c / A_beam · |Δv_c|``."""
+def _integrated_flux(ctx: JobContext, view: ImageView, sel: Selection, total: float,
+                     channel_sum: np.ndarray | None = None) -> tuple[float, str] | None:
+    """CASA's ``flux``: ``Σx / A_beam`` (Jy) for an image or one channel, else ``Σ_c (Σx)_c / A_beam · |Δv_c|``
+    (``channel_sum``: the per-channel sums when the statistics pass already has them)."""
     scale = view.flux_scale()
     if scale is None:
         return None
@@ -158,9 +165,11 @@ def _integrated_flux(ctx: JobContext, view: ImageView, sel: Selection, total: fl
     if not (roles.spectral and roles.z is not None and view.z_fixed is None and len(sel.z) > 1):
         return total * factor, unit  # an image, or one channel of a cube (as CASA: Jy)
     spec = view.spectral()
-    kern = ctx.kernels("region_flux")  # the tree of the job's device
-    sums, _ = kern.channel_sums(_to_device(ctx, sel.read(view)), _to_device(ctx, sel.mask))
-    sums = to_host(sums)
+    if channel_sum is None:
+        kern = ctx.kernels("region_flux")  # the tree of the job's device
+        sums, _ = kern.channel_sums(_to_device(ctx, sel.read(view)), _to_device(ctx, sel.mask))
+        channel_sum = to_host(sums)
+    sums = channel_sum
     widths = spec.widths[sel.z.start : sel.z.stop]
     return float(np.dot(sums, widths)) * factor, f"{unit}.{spec.unit}"
 
