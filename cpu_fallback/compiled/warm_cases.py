@@ -34,4 +34,9 @@ def default_cases() -> list[Callable[[], object]]:
     for cube, _ in cubes[:2]:
         cases.append(lambda c=cube: stats.region_stats_raw(c))
         cases.append(lambda c=cube, m=region: stats.region_stats_raw(c, m))
+    from cpu_fallback.compiled import baseline  # noqa: PLC0415
+
+    for cube, scaling in cubes:
+        cases.append(lambda c=cube, s=scaling: baseline.subtract_baseline_raw(c, [0, 1, 2, 3], order=1, **s))
+    cases.append(lambda: baseline.subtract_baseline_raw(base, [0, 1, 3], method="median"))
     return cases

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.settings import Settings
+from cpu_fallback import stats as oracle_stats
 from cpu_fallback.compiled import stats as compiled_stats
 from tests.api.conftest import TOKEN
 from tests.api.js9_support import analyse, cube, js9_app
@@ -36,8 +37,11 @@ def test_compiled_route_equals_the_oracle(js9_client: TestClient, ngc5921: Path,
     fast = analyse(js9_client, "imstat", ngc5921, region, params)["result"]["DATA"]
     assert calls, "the CPU job did not take the compiled path"
     monkeypatch.setenv("VISIVO_COMPILED", "0")
+    oracle_calls = []
+    real_final = oracle_stats.stats_finalize
+    monkeypatch.setattr(oracle_stats, "stats_finalize", lambda p: oracle_calls.append(1) or real_final(p))
     slow = analyse(js9_client, "imstat", ngc5921, region, {**params, "x": 1})["result"]["DATA"]  # no cache hit
-    assert len(calls) == 1
+    assert len(calls) == 1 and oracle_calls == [1]
     for key in ORDER_KEYS:
         assert fast[key] == slow[key], key
     for key in ("sum", "sumsq", "mean", "sigma", "std", "rms", "flux"):
