@@ -35,6 +35,7 @@ exact, only the selection is larger.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,10 @@ NBINS = 1 << 16
 #: Elements per thread group at most (the histograms count in int32).
 _GROUP_MAX = 1 << 30
 _KMAX, _KMIN = np.int32(2**31 - 1), np.int32(-(2**31))
+#: Stored bytes (file span) per piece of a pass: between pieces ``release`` may unmap what was read.
+PIECE_BYTES = 8 << 20
+#: Values handled at a time when the selected ones are turned into float64 deviations.
+_CHUNK = 1 << 18
 
 
 @intrinsic
@@ -91,17 +96,18 @@ def _bin(key):
 
 
 @njit(parallel=True, cache=True, fastmath={"reassoc"})
-def _scan(flat, geo, dec, mode, mask, bounds, rn, rs, rq, rkmin, rkmax, hist):
-    """Pass 1: per-row count, ``sum x``, ``sum x^2`` and extreme order keys; per-group key histogram.
+def _scan(flat, geo, dec, mode, mask, lo, hi, rn, rs, rq, rkmin, rkmax, hist):
+    """Pass 1: per-row count, ``sum x``, ``sum x^2`` and extreme order keys; key histogram ``hist[g]``
+    of unit ``g`` (rows ``lo[g]:hi[g]``, one thread each) added to.
 
     ``reassoc`` lets the sums vectorise (lanes of partial sums: float64 rounding differs from a
     serial sum); every comparison stays exact.
     """
     nz, ny, nx, sz, sy, sx = geo
-    for g in prange(bounds.size - 1):
+    for g in prange(lo.size):
         buf = scratch(flat, nx)
         h = hist[g]
-        for r in range(bounds[g], bounds[g + 1]):
+        for r in range(lo[g], hi[g]):
             z = r // ny
             y = r - z * ny
             row = row_source(mode, flat, z * sz + y * sy, sx, nx, dec, buf)
@@ -130,13 +136,14 @@ def _scan(flat, geo, dec, mode, mask, bounds, rn, rs, rq, rkmin, rkmax, hist):
 
 
 @njit(parallel=True, cache=True)
-def _collect(flat, geo, dec, mode, mask, bounds, table, start, out):
-    """Pass 2: copy the kept values whose bin is marked in ``table`` to ``out[start[g]:]`` (group ``g``)."""
+def _collect(flat, geo, dec, mode, mask, lo, hi, table, start, written, out):
+    """Pass 2: copy the kept values whose bin is marked in ``table`` to ``out[start[g]:]`` (unit ``g``);
+    ``written[g]``: how many."""
     nz, ny, nx, sz, sy, sx = geo
-    for g in prange(bounds.size - 1):
+    for g in prange(lo.size):
         buf = scratch(flat, nx)
         pos = start[g]
-        for r in range(bounds[g], bounds[g + 1]):
+        for r in range(lo[g], hi[g]):
             z = r // ny
             y = r - z * ny
             row = row_source(mode, flat, z * sz + y * sy, sx, nx, dec, buf)
@@ -146,6 +153,7 @@ def _collect(flat, geo, dec, mode, mask, bounds, table, start, out):
                 if (d >= -FMAX) & (d <= FMAX) & _inmask(mask, y, x) & table[_bin(_okey(e))]:
                     out[pos] = e
                     pos += 1
+        written[g] = pos - start[g]
 
 
 @njit(cache=True)
@@ -172,6 +180,35 @@ def _bin_edges(bins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Smallest and largest value (float64) of each histogram bin."""
     lo = (bins.astype(np.int64) - 32768) << 16
     return _key_values(lo), _key_values(lo | 0xFFFF)
+
+
+def _pieces(raw: np.ndarray, piece_bytes: int) -> list[tuple[int, int, int, int]]:
+    """``(z0, z1, y0, y1)`` pieces of the block in C order: whole planes, or rows of one plane, of about
+    ``piece_bytes`` of file span each."""
+    nz, ny, _ = raw.shape
+    plane = max(1, abs(raw.strides[0]) if nz > 1 else ny * abs(raw.strides[1]))
+    if plane <= piece_bytes or ny <= 1:
+        step = max(1, piece_bytes // plane)
+        return [(z, min(z + step, nz), 0, ny) for z in range(0, nz, step)] or [(0, 0, 0, ny)]
+    rows = max(1, piece_bytes // max(1, abs(raw.strides[1])))
+    return [(z, z + 1, y, min(y + rows, ny)) for z in range(nz) for y in range(0, ny, rows)]
+
+
+def _units(pieces: list[tuple[int, int, int, int]], ny: int, groups: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """Row ranges ``lo[u]:hi[u]`` (rows ``r = z ny + y``): each piece cut into ``groups`` units, one per
+    thread, and the unit range ``(u0, u1)`` of every piece."""
+    lo: list[int] = []
+    hi: list[int] = []
+    units = []
+    for z0, z1, y0, y1 in pieces:
+        first, last = (z0 * ny, z1 * ny) if y1 - y0 == ny else (z0 * ny + y0, z0 * ny + y1)
+        count = max(1, min(groups, last - first))
+        u0 = len(lo)
+        for g in range(count):
+            lo.append(first + (last - first) * g // count)
+            hi.append(first + (last - first) * (g + 1) // count)
+        units.append((u0, len(lo)))
+    return np.array(lo, np.int64), np.array(hi, np.int64), units
 
 
 def _middle(values: dict[int, Any], n: int) -> float:
@@ -204,6 +241,8 @@ def region_stats_raw(
     bscale: float = 1.0,
     bzero: float = 0.0,
     blank: int | None = None,
+    release: Callable[[np.ndarray], None] | None = None,
+    piece_bytes: int = PIECE_BYTES,
 ) -> dict[str, Any]:
     """CASA ``imstat`` statistics of the finite, in-mask pixels of a stored block (module docstring).
 
@@ -219,6 +258,13 @@ def region_stats_raw(
         Absolute ``(z, y, x)`` of ``raw[0, 0, 0]``, for ``minpos``/``maxpos``.
     bscale, bzero, blank
         FITS scaling and integer blank value (:func:`cpu_fallback.compiled.rawdata.raw_args`).
+    release : callable, optional
+        Called with each piece of ``raw`` (whole planes, or rows of one plane, about
+        ``piece_bytes`` of file each) once a pass is done with it, e.g. to unmap the memmap pages
+        just read (:meth:`app.io.fits_reader.CubeSource.release`), so a region across many
+        channels of a big cube does not keep the file's pages in the resident set.
+    piece_bytes : int, optional
+        Stored bytes per piece (default :data:`PIECE_BYTES`).
 
     Returns
     -------
@@ -250,12 +296,15 @@ def region_stats_raw(
     with runtime.threads(raw.size):
         import numba  # noqa: PLC0415 - after runtime has set the cache directory
 
-        groups = max(1, min(max(numba.get_num_threads(), -(-raw.size // _GROUP_MAX)), nrows))
-        bounds = np.array([nrows * g // groups for g in range(groups + 1)], dtype=np.int64)
-        common = (args.flat, args.geo, args.dec, args.mode, m, bounds)
-        hist = np.zeros((groups, NBINS), np.int32)
-        if raw.size:
-            _scan(*common, rn, rs, rq, rkmin, rkmax, hist)
+        pieces = _pieces(raw, piece_bytes)
+        groups = max(1, numba.get_num_threads(), -(-raw.size // len(pieces) // _GROUP_MAX))
+        lo, hi, units = _units(pieces, ny, groups)
+        common = (args.flat, args.geo, args.dec, args.mode, m)
+        hist = np.zeros((groups, NBINS), np.int32)  # one per thread, added to piece after piece
+        for (z0, z1, y0, y1), (u0, u1) in zip(pieces, units, strict=True):
+            _scan(*common, lo[u0:u1], hi[u0:u1], rn, rs, rq, rkmin, rkmax, hist[: u1 - u0])
+            if release is not None:
+                release(raw[z0:z1, y0:y1])
         n = int(rn.sum())
         sums = {"channel_sum": rs.reshape(nz, ny).sum(axis=1), "channel_npts": rn.reshape(nz, ny).sum(axis=1)}
         if n == 0:
@@ -266,7 +315,7 @@ def region_stats_raw(
         for key, keys, pick in (("min", rkmin, np.min), ("max", rkmax, np.max)):
             target = np.float32(_key_values(np.array([pick(keys)]))[0])  # -0.0 == 0.0: first of either
             r = int(np.flatnonzero((rn > 0) & (_key_values(keys) == target))[0])
-            x = int(_first(args.flat, args.geo, args.dec, args.mode, m, r, target))
+            x = int(_first(*common, r, target))
             z, y = divmod(r, ny)
             partial[key], partial[key + "pos"] = float(target), (origin[0] + z, origin[1] + y, origin[2] + x)
         out = scalar_stats(partial)
@@ -279,19 +328,45 @@ def region_stats_raw(
         table = np.zeros(NBINS, np.bool_)
         table[band] = True
         table[list(where.values())] = True
-        per_group = hist[:, table].sum(axis=1, dtype=np.int64)
-        start = np.concatenate(([0], np.cumsum(per_group)[:-1]))
-        found = np.empty(int(per_group.sum()), np.float32)
-        _collect(*common, table, start, found)
-    kb = ((found.view(np.int32) ^ ((found.view(np.int32) >> 31) & 0x7FFFFFFF)) >> 16) + 32768
+        start = np.concatenate(([0], np.cumsum((hi - lo) * nx)[:-1]))  # room for every voxel of a unit
+        written = np.zeros(lo.size, np.int64)
+        room = np.empty(nrows * nx, np.float32)  # virtual: only the copied values touch its pages
+        for (z0, z1, y0, y1), (u0, u1) in zip(pieces, units, strict=True):
+            _collect(*common, lo[u0:u1], hi[u0:u1], table, start[u0:u1], written[u0:u1], room)
+            if release is not None:
+                release(raw[z0:z1, y0:y1])
+        top = 0
+        for a, w in zip(start, written, strict=True):  # compact in place: no second copy of the values
+            room[top : top + w] = room[a : a + w]
+            top += int(w)
+        found = room[:top]
+    kb = found.view(np.int32) >> 31  # the bin of each value (int32, computed in place)
+    kb &= 0x7FFFFFFF
+    kb ^= found.view(np.int32)
+    kb >>= 16
+    kb += 32768
     vals: dict[int, Any] = {}
     for k, b in where.items():
         part = found[kb == b]
         j = k - int(cum[b] - total[b])
-        vals[k] = part[np.argpartition(part, j)[j]] + np.float32(0.0)  # -0.0 -> 0.0
+        part.partition(j)
+        vals[k] = part[j] + np.float32(0.0)  # -0.0 -> 0.0
     median = _middle(vals, n)
-    dev = np.abs(found[np.isin(kb, band)].astype(np.float64) - median)
-    devs = {k: dev[np.argpartition(dev, k - below)[k - below]] for k in {mlo, mhi}}
+    in_band = np.zeros(NBINS, np.bool_)
+    in_band[band] = True
+    take = in_band[kb]
+    del kb
+    dev = np.empty(int(np.count_nonzero(take)))
+    filled = 0
+    for i in range(0, found.size, _CHUNK):  # float64 deviations without a float32 copy of the band
+        piece = found[i : i + _CHUNK][take[i : i + _CHUNK]]
+        np.subtract(piece, median, out=dev[filled : filled + piece.size], dtype=np.float64)
+        filled += piece.size
+    np.abs(dev, out=dev)
+    devs: dict[int, Any] = {}
+    for k in sorted({mlo, mhi}):
+        dev.partition(k - below)
+        devs[k] = dev[k - below]
     q1, q3 = float(vals[q1r]), float(vals[q3r])
     out.update(median=median, q1=q1, q3=q3, quartile=q3 - q1, medabsdevmed=_middle(devs, n))
     return {**out, **sums}

@@ -113,6 +113,22 @@ def test_edge_cases() -> None:
         fast.region_stats_raw(np.zeros((3, 3), dtype=np.float32))
 
 
+def test_pieces_release_every_piece_and_give_the_same_numbers() -> None:
+    block = _block(11, (5, 40, 30)).astype(">f4")
+    want = oracle.region_stats(np.asarray(block, dtype=np.float32))
+    for piece_bytes in (2 * 40 * 30 * 4, 7 * 30 * 4, 1):  # whole planes, rows of a plane, one row each
+        released: list[np.ndarray] = []
+        got = fast.region_stats_raw(block, piece_bytes=piece_bytes, release=released.append)
+        _assert_same(got, want)
+        covered = np.zeros(block.shape, dtype=int)
+        for piece in released:  # every voxel released once per pass
+            z0 = (piece.__array_interface__["data"][0] - block.__array_interface__["data"][0]) // block.strides[0]
+            rest = (piece.__array_interface__["data"][0] - block.__array_interface__["data"][0]) % block.strides[0]
+            y0 = rest // block.strides[1]
+            covered[z0 : z0 + piece.shape[0], y0 : y0 + piece.shape[1]] += 1
+        assert np.all(covered == 2)
+
+
 def test_more_threads_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
     block = _block(9, (2, 80, 70))
     monkeypatch.setattr(runtime, "MIN_VOXELS_PER_THREAD", 1)

@@ -45,6 +45,10 @@ from app.services.js9.regions import Region
 
 #: Elements from which imstat cuts the region into row chunks sorted in parallel on the CPU.
 PARALLEL_MIN_ELEMENTS = 1 << 21
+#: The compiled imstat reads regions spanning at most this many bytes of file (an image, one channel,
+#: a modest cube); larger spans (a region across hundreds of channels of a big cube) stay on the NumPy
+#: path, whose chunked float32 read keeps the resident set lowest (``tests/test_gzip_memory.py``).
+COMPILED_SPAN_BYTES = 256 << 20
 #: Row chunks of a large CPU imstat (run on the dispatcher's helper threads, ``ctx.map``).
 _WORKERS = max(1, min(8, os.cpu_count() or 1))
 
@@ -112,14 +116,15 @@ def imstat(ctx: JobContext, view: ImageView, region: Region | None, params: dict
     check_memory(sel, "imstat")
     kern = ctx.kernels("stats")
     origin = (sel.z.start, sel.ys.start, sel.xs.start)
-    fast = ctx.compiled("stats")  # CPU with numba: one pass over the stored data, then a selection pass
+    # CPU with numba: one pass over the stored data, then a selection pass (see COMPILED_SPAN_BYTES)
+    fast = ctx.compiled("stats") if _file_span(view, sel) <= COMPILED_SPAN_BYTES else None
     if ctx.on_gpu:
         block = _to_device(ctx, sel.read(view))
         stats = kern.stats_finalize(kern.stats_partial(block, _to_device(ctx, sel.mask), origin=origin))
     elif fast is not None:
         raw = view.source.read_raw(z=sel.zslice, y=sel.ys)
         stats = fast.region_stats_raw(raw.data[:, :, sel.xs], sel.mask, origin=origin, bscale=raw.bscale,
-                                      bzero=raw.bzero, blank=raw.blank)
+                                      bzero=raw.bzero, blank=raw.blank, release=view.source.release)
     else:
         stats = _cpu_stats(ctx, kern, view, sel)
     data: dict[str, Any] = {key: stats[key] for key in (
@@ -134,6 +139,12 @@ def imstat(ctx: JobContext, view: ImageView, region: Region | None, params: dict
     if flux is not None:
         data["flux"], data["flux_unit"] = flux
     return {"DATA": data, "region": _region_info(region)}
+
+
+def _file_span(view: ImageView, sel: Selection) -> int:
+    """Bytes of file the selection's planes span (whole planes: a region's rows touch every page of them)."""
+    _, ny, nx = view.shape
+    return len(sel.z) * ny * nx * view.source.raw.dtype.itemsize
 
 
 def _cpu_stats(ctx: JobContext, kern: Any, view: ImageView, sel: Selection) -> dict[str, Any]:
