@@ -5,11 +5,13 @@ docstring has the definitions): the finite pixels of a ``(z, y, x)`` block insid
 read straight from the stored FITS data (:mod:`cpu_fallback.compiled.rawdata`: byte order,
 BSCALE/BZERO/BLANK applied inline; no float32, float64 or sorted copy of the region).
 
-Algorithm. Rows ``r = z ny + y`` are split into one contiguous group per thread (``prange``).
+Algorithm. Rows ``r = z ny + y`` are taken in pieces of about :data:`PIECE_BYTES` of file (whole
+planes, or rows of one plane; after each piece a pass may hand it to ``release``, e.g. to unmap the
+memmap pages just read), each piece split into one contiguous unit of rows per thread (``prange``).
 
 1. **First pass**: per row the count, ``S = sum x`` and ``Q = sum x^2`` (float64) and the extreme
    *order keys* (the float32 bit pattern as a signed integer with the low 31 bits flipped for
-   negative values: ordered as the values); per group a 65536-bin histogram of the keys' top 16
+   negative values: ordered as the values); per thread a 65536-bin histogram of the keys' top 16
    bits (``bin = (key >> 16) + 32768``). Rows are reduced in C order, so ``minpos``/``maxpos`` are
    the first occurrences, as CASA reports them.
 2. The ranks the median and quartiles need (``(n-1)//2``, ``n//2``, ``ceil(n/4)-1``,
@@ -21,7 +23,8 @@ Algorithm. Rows ``r = z ny + y`` are split into one contiguous group per thread 
    ``k`` values and ``B`` = the smallest ``D_hi`` at which the bins *surely* within reach do, so
    ``A <= d_(k) <= B``: bins with ``D_hi < A`` are wholly below (counted), bins with ``D_lo > B``
    wholly above, and only the bins in between (a handful) hold candidates.
-3. **Second pass**: the values of the marked bins (rank bins and deviation band) are copied out;
+3. **Second pass**: the values of the marked bins (rank bins and deviation band) are copied out
+   (into room for every voxel that only the copies touch);
    ``numpy.partition`` selects each rank inside its bin, and the deviation ranks among the
    band's deviations (offset by the count below).
 
