@@ -111,7 +111,7 @@ def native_task(task: str, path: Path, region: dict | None, params: dict | None 
     ctx = JobContext(Backend("cpu"), None, 64 << 20)
     view = open_view(path, cache=cache)
     try:
-        return native_engine.TASKS[task](ctx, view, parse_region(region), params or {})
+        return getattr(native_engine, task)(ctx, view, parse_region(region), params or {})
     finally:
         view.close()
 

@@ -126,6 +126,18 @@ class CubeSource:
             block = block[np.newaxis]
         return RawBlock(block, self.bscale, self.bzero, self.blank)
 
+    def release(self, view: np.ndarray) -> None:
+        """Unmap from this process the file pages under ``view`` (a view of :attr:`raw`, e.g. a piece of
+        :meth:`read_raw` a compiled kernel is done with): ``madvise(MADV_DONTNEED)``, as :meth:`read`
+        does after each piece; the pages stay in the page cache. No-op when the data is not memory-mapped."""
+        if self._map is None or view.size == 0:
+            return
+        mm, base = self._map
+        lo, hi = byte_bounds(view)
+        start = (lo - base) // mmap.PAGESIZE * mmap.PAGESIZE
+        with contextlib.suppress(ValueError, OSError):
+            mm.madvise(mmap.MADV_DONTNEED, start, hi - base - start)
+
     def plane(self, index: int) -> np.ndarray:
         """One spectral plane (y, x) as float32."""
         return self.read(z=slice(index, index + 1))[0]

@@ -3,9 +3,11 @@
 The fit is solved for all pixels at once (batched least squares, kernel ``baseline``); the
 subtracted cube is written slab by slab into ``VISIVO_OUTPUT_DIR`` (atomically) with the source
 WCS (spectral axis cropped to the channel range) and HISTORY provenance, then registered as a
-new dataset of the session. On the Dask lane each y-slab is a task: the worker reads its slab
-from the file and returns the subtracted slab, which the server writes into the output file as
-it arrives (workers never write; the RMS partials are combined in slab order).
+new dataset of the session. On the CPU with numba the slabs are read as stored and go through the
+compiled kernel :mod:`cpu_fallback.compiled.baseline` (same outcomes, residuals to float32 rounding);
+``VISIVO_COMPILED=0`` gives the NumPy oracle. On the Dask lane each y-slab is a task: the worker
+reads its slab from the file and returns the subtracted slab, which the server writes into the
+output file as it arrives (workers never write; the RMS partials are combined in slab order).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from astropy.io import fits
 
 from app.compute.backend import to_host
+from app.compute.chunking import y_slabs
 from app.compute.dispatch import JobContext
 from app.compute.slab_runner import stream_over_slabs
 from app.errors import InvalidRequest
@@ -101,6 +104,17 @@ def _header(dataset: Dataset, params: BaselineParams) -> fits.Header:
     return header
 
 
+def _oracle_slab(ctx: JobContext, kernels: Any, block: np.ndarray, lf: np.ndarray,
+                 params: BaselineParams) -> tuple[np.ndarray, np.ndarray]:
+    """Residual and RMS partial of one float32 slab by the job's kernel tree (NumPy or CuPy), on the host."""
+    if ctx.on_gpu:
+        import cupy  # noqa: PLC0415
+
+        block = cupy.asarray(block)
+    out, rms = kernels.subtract_baseline(block, lf, order=params.order, method=params.method)
+    return to_host(out), to_host(rms)  # sync
+
+
 def subtract(ctx: JobContext, dataset: Dataset, params: BaselineParams, output_dir: Path) -> dict[str, Any]:
     """Fit and subtract per y-slab, stream the result to a FITS file; returns the response body."""
     source = require_cube(dataset)
@@ -110,6 +124,8 @@ def subtract(ctx: JobContext, dataset: Dataset, params: BaselineParams, output_d
     lf = np.asarray(params.line_free, dtype=np.int64) - params.channel_start
     check_rows((nz, ny, nx), 24.0, f"Baseline of {nx}×{ny}×{nz} voxels (one row slab)")
     kernels = ctx.kernels("baseline")
+    # CPU with numba, here: normal equations in one pass, residual streamed (a cluster runs the array kernels)
+    fast = ctx.compiled("baseline") if getattr(ctx, "cluster", None) is None else None
     stem = dataset.path.name.split(".fits")[0]
     path = unique_output_path(output_dir, f"{stem}_baseline_{params.method}{params.order}")
     partial = None
@@ -119,15 +135,29 @@ def subtract(ctx: JobContext, dataset: Dataset, params: BaselineParams, output_d
     def compute(block: Any) -> tuple[Any, Any]:
         return kernels.subtract_baseline(block, lf, order=order, method=method)
 
+    def compiled_slabs() -> Any:  # compiled CPU path: the stored slab in, the residual and its range out
+        slabs = y_slabs((nz, ny, nx), ctx.chunk_bytes, bytes_per_voxel=24.0)
+        for i, ys in enumerate(slabs):
+            ctx.check_cancelled()
+            raw = source.read_raw(z=z, y=ys)
+            out, rms, span = fast.subtract_baseline_raw(raw.data, lf, order=order, method=method,
+                                                        bscale=raw.bscale, bzero=raw.bzero, blank=raw.blank)
+            ctx.progress((i + 1) / len(slabs))
+            yield ys, (out, rms), (float(span[0]), float(span[1]))
+
+    def array_slabs() -> Any:  # the kernel tree (NumPy or CuPy) here, or the Dask workers
+        for ys, (out, rms) in stream_over_slabs(ctx, source, z, compute, bytes_per_voxel=24.0):
+            finite = np.isfinite(out)
+            span = (float(out[finite].min()), float(out[finite].max())) if finite.any() else (np.inf, -np.inf)
+            yield ys, (out, rms), span
+
     partials: dict[int, np.ndarray] = {}
     with CubeWriter(path, _header(dataset, params), (nz, ny, nx), exclusive=True) as writer:
-        for ys, (out, rms) in stream_over_slabs(ctx, source, z, compute, bytes_per_voxel=24.0):
+        for ys, (out, rms), span in (compiled_slabs() if fast is not None else array_slabs()):
             partials[ys.start] = rms
-            finite = np.isfinite(out)
-            if finite.any():
-                lo, hi = min(lo, float(out[finite].min())), max(hi, float(out[finite].max()))
+            lo, hi = min(lo, span[0]), max(hi, span[1])
             writer.write(ys, out)
-            del out, finite
+            del out
         written = writer.commit()
     for start in sorted(partials):  # in slab order, whatever order the tiles came in: the same sums
         rms = partials[start]

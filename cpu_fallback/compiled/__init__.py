@@ -10,6 +10,8 @@ over rows or channels, straight from the raw FITS data where that applies:
 - :mod:`cpu_fallback.compiled.noise` -- per-channel median and MAD by selection;
 - :mod:`cpu_fallback.compiled.linewidth` -- the per-pixel Gaussian line-width fit, one spectrum per
   iteration of a parallel loop;
+- :mod:`cpu_fallback.compiled.stats` -- CASA ``imstat`` of a region: one pass, then a selection pass;
+- :mod:`cpu_fallback.compiled.baseline` -- per-pixel baseline: normal equations in one pass, residual streamed;
 - :mod:`cpu_fallback.compiled.runtime` -- cache directory, thread count, warm-up.
 
 Import :mod:`cpu_fallback.compiled.runtime` (or call :func:`available`) before anything imports

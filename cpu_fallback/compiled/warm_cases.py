@@ -30,4 +30,15 @@ def default_cases() -> list[Callable[[], object]]:
         cases.append(lambda c=cube, s=scaling: linewidth.gaussian_linewidth_raw(c, v, w, **s))
     cases.append(lambda: noise.channel_mad(base))
     cases.append(lambda: moment_errors.moment_sigma_maps(base, v, w, np.ones(nz), threshold=1.0))
+    from cpu_fallback.compiled import stats  # noqa: PLC0415 - JS9 imstat: FITS images with and without a region
+
+    region = np.ones((ny, nx), dtype=bool)
+    for cube, _ in cubes[:2]:
+        cases.append(lambda c=cube: stats.region_stats_raw(c))
+        cases.append(lambda c=cube, m=region: stats.region_stats_raw(c, m))
+    from cpu_fallback.compiled import baseline  # noqa: PLC0415
+
+    for cube, scaling in cubes:
+        cases.append(lambda c=cube, s=scaling: baseline.subtract_baseline_raw(c, [0, 1, 2, 3], order=1, **s))
+    cases.append(lambda: baseline.subtract_baseline_raw(base, [0, 1, 3], method="median"))
     return cases

@@ -45,6 +45,10 @@ from app.services.js9.regions import Region
 
 #: Elements from which imstat cuts the region into row chunks sorted in parallel on the CPU.
 PARALLEL_MIN_ELEMENTS = 1 << 21
+#: The compiled imstat reads regions spanning at most this many bytes of file (an image, one channel,
+#: a modest cube); larger spans (a region across hundreds of channels of a big cube) stay on the NumPy
+#: path, whose chunked float32 read keeps the resident set lowest (``tests/test_gzip_memory.py``).
+COMPILED_SPAN_BYTES = 256 << 20
 #: Row chunks of a large CPU imstat (run on the dispatcher's helper threads, ``ctx.map``).
 _WORKERS = max(1, min(8, os.cpu_count() or 1))
 
@@ -112,9 +116,15 @@ def imstat(ctx: JobContext, view: ImageView, region: Region | None, params: dict
     check_memory(sel, "imstat")
     kern = ctx.kernels("stats")
     origin = (sel.z.start, sel.ys.start, sel.xs.start)
+    # CPU with numba: one pass over the stored data, then a selection pass (see COMPILED_SPAN_BYTES)
+    fast = ctx.compiled("stats") if _file_span(view, sel) <= COMPILED_SPAN_BYTES else None
     if ctx.on_gpu:
         block = _to_device(ctx, sel.read(view))
         stats = kern.stats_finalize(kern.stats_partial(block, _to_device(ctx, sel.mask), origin=origin))
+    elif fast is not None:
+        raw = view.source.read_raw(z=sel.zslice, y=sel.ys)
+        stats = fast.region_stats_raw(raw.data[:, :, sel.xs], sel.mask, origin=origin, bscale=raw.bscale,
+                                      bzero=raw.bzero, blank=raw.blank, release=view.source.release)
     else:
         stats = _cpu_stats(ctx, kern, view, sel)
     data: dict[str, Any] = {key: stats[key] for key in (
@@ -125,10 +135,16 @@ def imstat(ctx: JobContext, view: ImageView, region: Region | None, params: dict
         data[key] = view.casa_position(*pos) if pos[0] >= 0 else None
     data["blc"] = view.casa_position(sel.z.start, sel.ys.start, sel.xs.start)
     data["trc"] = view.casa_position(sel.z.stop - 1, sel.ys.stop - 1, sel.xs.stop - 1)
-    flux = _integrated_flux(ctx, view, sel, stats["sum"])
+    flux = _integrated_flux(ctx, view, sel, stats["sum"], stats.get("channel_sum"))
     if flux is not None:
         data["flux"], data["flux_unit"] = flux
     return {"DATA": data, "region": _region_info(region)}
+
+
+def _file_span(view: ImageView, sel: Selection) -> int:
+    """Bytes of file the selection's planes span (whole planes: a region's rows touch every page of them)."""
+    _, ny, nx = view.shape
+    return len(sel.z) * ny * nx * view.source.raw.dtype.itemsize
 
 
 def _cpu_stats(ctx: JobContext, kern: Any, view: ImageView, sel: Selection) -> dict[str, Any]:
@@ -148,8 +164,10 @@ def _cpu_stats(ctx: JobContext, kern: Any, view: ImageView, sel: Selection) -> d
     return kern.stats_finalize(reduce(kern.stats_combine, parts))
 
 
-def _integrated_flux(ctx: JobContext, view: ImageView, sel: Selection, total: float) -> tuple[float, str] | None:
-    """CASA's ``flux``: ``Σx / A_beam`` (Jy) for an image or one channel, else ``Σ_c (Σx)_c / A_beam · |Δv_c|``."""
+def _integrated_flux(ctx: JobContext, view: ImageView, sel: Selection, total: float,
+                     channel_sum: np.ndarray | None = None) -> tuple[float, str] | None:
+    """CASA's ``flux``: ``Σx / A_beam`` (Jy) for an image or one channel, else ``Σ_c (Σx)_c / A_beam · |Δv_c|``
+    (``channel_sum``: the per-channel sums when the statistics pass already has them)."""
     scale = view.flux_scale()
     if scale is None:
         return None
@@ -158,9 +176,11 @@ def _integrated_flux(ctx: JobContext, view: ImageView, sel: Selection, total: fl
     if not (roles.spectral and roles.z is not None and view.z_fixed is None and len(sel.z) > 1):
         return total * factor, unit  # an image, or one channel of a cube (as CASA: Jy)
     spec = view.spectral()
-    kern = ctx.kernels("region_flux")  # the tree of the job's device
-    sums, _ = kern.channel_sums(_to_device(ctx, sel.read(view)), _to_device(ctx, sel.mask))
-    sums = to_host(sums)
+    if channel_sum is None:
+        kern = ctx.kernels("region_flux")  # the tree of the job's device
+        sums, _ = kern.channel_sums(_to_device(ctx, sel.read(view)), _to_device(ctx, sel.mask))
+        channel_sum = to_host(sums)
+    sums = channel_sum
     widths = spec.widths[sel.z.start : sel.z.stop]
     return float(np.dot(sums, widths)) * factor, f"{unit}.{spec.unit}"
 
