@@ -135,7 +135,8 @@ def memory_case(args: argparse.Namespace) -> None:
 
 def _cases(shape: tuple[int, int, int], lw_rows: int) -> list[tuple[str, Any, Callable[..., Any]]]:
     """(label, capability, run(ctx, dataset) -> array) for the moments (compiled kernels when numba is
-    there, else NumPy) and the line width (NumPy Levenberg-Marquardt) over the first ``lw_rows`` rows."""
+    there, else NumPy) and the line width (the compiled or the NumPy Gaussian fit) over the first
+    ``lw_rows`` rows."""
     from app.operations.defs.linewidth import Linewidth  # noqa: PLC0415
     from app.operations.defs.moment import Moment  # noqa: PLC0415
     from app.services.linewidth import LinewidthParams, linewidth_rows  # noqa: PLC0415
@@ -255,9 +256,10 @@ def main() -> None:
         f"page-cached; chunk budget {args.chunk_mb} MiB. Best of {args.repeat}, the three ways interleaved "
         "(local, 1 worker, 2 workers, then again), after a warm-up for the moments. *local*: the job in this "
         "process on one thread; *dask N*: a LocalCluster of N worker processes × 1 thread (both clusters up "
-        f"for the whole run), the workers reading their tiles from the file by path. Moments: {kernel} kernels "
-        "(on the workers too, reading their raw tiles); line width: the NumPy Levenberg-Marquardt fit over the "
-        "first rows. Every distributed map was bit-identical to the local one.", "",
+        f"for the whole run), the workers reading their tiles from the file by path. Moments and the line "
+        f"width's Gaussian fit (over the first rows): {kernel} kernels (on the workers too, reading their "
+        "tiles as views of the file they keep open between tiles, the pages dropped after each tile). Every "
+        "distributed map was bit-identical to the local one.", "",
         markdown_table(["work", "tiles", "local (1 thread)", "dask 1 worker", "dask 2 workers",
                         "speed-up 1→2 workers", "ceiling 1→2 (same rounds)", "dask 1 worker / local",
                         "overhead per tile"], rows),

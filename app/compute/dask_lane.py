@@ -75,28 +75,58 @@ class TileSource:
         return self.apply(z, y, x, lambda block: block)
 
     def apply(self, z: slice, y: slice, x: slice, fn: Callable[[Any], Any], *, raw: bool = False) -> Any:
-        """``fn(block)`` with the file open: ``block`` the float32 block, or with ``raw`` the stored
-        data's :class:`~app.io.fits_reader.RawBlock` (``x`` whole; copied in pieces, so that the worker
-        holds the tile and not the file pages of every plane) for the compiled kernels."""
-        from astropy.io import fits  # noqa: PLC0415
-
+        """``fn(block)`` on this worker: ``block`` the float32 block, or with ``raw`` the stored data's
+        :class:`~app.io.fits_reader.RawBlock` view (``x`` whole) for the compiled kernels, whose file
+        pages are unmapped again once ``fn`` is done (so the worker holds about one tile of them, not
+        the pages of every plane, and copies nothing). The file stays open in the worker's
+        :func:`_open_cube` cache, so a job's later tiles skip the header parse."""
+        source = _open_cube(self)
+        if not raw:
+            return fn(source.read(z=z, y=y, x=x))
+        block = source.read_raw(z=z, y=y)
         try:
-            if not os.access(self.path, os.R_OK):
-                raise FileNotFoundError(f"no such readable file: {self.path}")
-            hdul = fits.open(self.path, memmap=True, do_not_scale_image_data=True, mode="readonly")
-        except OSError as exc:
-            raise WorkerCannotRead(
-                f"Dask worker {_worker_name()} cannot read {self.path}: {exc.strerror or exc}. Workers open the "
-                "data by path: the data roots (and the output directory, for inflated .fits.gz copies) must be "
-                "mounted at the same path on every worker."
-            ) from None
-        try:
-            source = CubeSource(hdul[self.hdu].data, self.index, self.order, self.bscale, self.bzero, self.blank)
-            block = source.read_raw_copy(z=z, y=y) if raw else source.read(z=z, y=y, x=x)
-            del source
             return fn(block)
         finally:
-            hdul.close()
+            source.release(block.data)
+
+
+#: Files a worker keeps open (memmapped; pages are not held) between tiles, most recently used last.
+_OPEN_FILES = 8
+_open_lock = threading.Lock()
+_open: dict[tuple, tuple[Any, CubeSource]] = {}
+
+
+def _open_cube(tile: TileSource) -> CubeSource:
+    """The worker's reader of ``tile``'s cube, opened once per file version (path, size, mtime).
+
+    Raises :class:`WorkerCannotRead` (naming the path and the worker) when this worker cannot read
+    the file: server and workers must share the data path.
+    """
+    from astropy.io import fits  # noqa: PLC0415
+
+    try:
+        if not os.access(tile.path, os.R_OK):
+            raise FileNotFoundError(f"no such readable file: {tile.path}")
+        stat = os.stat(tile.path)
+        key = (tile, stat.st_size, stat.st_mtime_ns)
+        with _open_lock:
+            if key in _open:
+                _open[key] = _open.pop(key)  # most recently used last
+                return _open[key][1]
+        hdul = fits.open(tile.path, memmap=True, do_not_scale_image_data=True, mode="readonly")
+    except OSError as exc:
+        raise WorkerCannotRead(
+            f"Dask worker {_worker_name()} cannot read {tile.path}: {exc.strerror or exc}. Workers open the "
+            "data by path: the data roots (and the output directory, for inflated .fits.gz copies) must be "
+            "mounted at the same path on every worker."
+        ) from None
+    source = CubeSource(hdul[tile.hdu].data, tile.index, tile.order, tile.bscale, tile.bzero, tile.blank)
+    with _open_lock:
+        _open[key] = (hdul, source)
+        while len(_open) > _OPEN_FILES:
+            old, _ = _open.pop(next(iter(_open)))
+            old.close()
+    return source
 
 
 @dataclass(frozen=True)

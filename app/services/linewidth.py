@@ -4,7 +4,7 @@
 spectrum (kernel ``linewidth.gaussian_linewidth``); ``EW = Σ I·Δv / max I``. The cube is split
 into ``VISIVO_LINEWIDTH_CHUNKS`` row chunks that run as concurrent heavy jobs; within a chunk
 y-slabs bound the memory. Pixels under the SNR cut (peak / robust noise, ``VISIVO_LINEWIDTH_SNR``)
-and failed fits are NaN. On a CPU job with numba (and no Dask lane) the compiled kernel
+and failed fits are NaN. On a CPU job with numba (here, or on Dask workers that take raw tiles) the compiled kernel
 :mod:`cpu_fallback.compiled.linewidth` reads the stored FITS data in y-slab views (same rules and
 maps as the NumPy oracle, which runs with ``VISIVO_COMPILED=0``); the answer's ``kernel`` says which.
 """
@@ -89,8 +89,9 @@ def linewidth_rows(ctx: JobContext, dataset: Dataset, params: LinewidthParams, r
     check_rows((z.stop - z.start, 1, source.shape[2]), 48.0, "Line width (one row slab)")
     axis = _axis(dataset, params)
     coords, widths = axis.coords[z], axis.widths[z]
-    # a cluster ships float32 tiles; a noise-aware mask blanks float32 slabs: both keep the array kernels
-    fast = None if ctx.cluster is not None or mask is not None else ctx.compiled("linewidth")
+    # a noise-aware mask blanks float32 slabs (array kernels); otherwise the compiled fit runs here, or on
+    # the Dask workers' raw tiles when the cluster takes them (``ctx.compiled`` says None when it does not)
+    fast = None if mask is not None else ctx.compiled("linewidth")
     if fast is not None:  # compiled per-pixel fit straight from the stored FITS data (y-slab views)
         maps = map_over_raw_slabs(ctx, source, z, lambda raw: _compiled_maps(fast, raw, params, coords, widths),
                                   rows=rows)

@@ -223,11 +223,17 @@ def test_compiled_moments_on_the_workers(cluster: LocalCluster, root: Path, monk
                                                                  "convention": convention}, sid)
                     maps[name, which, convention, order] = (decode(body, shape=(body["height"], body["width"])),
                                                             body.get("cluster"))
+                lw = _post(client, "/v1/spectral/linewidth", {"dataset_id": ds}, sid)
+                maps[name, which, "linewidth"] = (lw["fwhm_base64"], lw.get("cluster"), lw["kernel"])
     for which in ("ngc", "synthetic"):
         for convention, order in COMPILED_CASES:
             (a, tiles), (b, none) = maps["dist", which, convention, order], maps["local", which, convention, order]
             assert none is None and tiles["kernels"] == {"numba": tiles["tiles"]}, tiles
             assert np.isfinite(a).any() and a.tobytes() == b.tobytes(), (which, convention, order)
+        # the compiled line-width fit too: the same per-pixel kernel, so the same FWHM map
+        (a, tiles, ka), (b, none, kb) = maps["dist", which, "linewidth"], maps["local", which, "linewidth"]
+        assert ka == kb == "numba" and none is None and tiles["kernels"] == {"numba": tiles["tiles"]}, tiles
+        assert a == b, which
     # an independent reference: Σ I·|Δv| over the finite channels (|CDELT3| = 5 km/s)
     cube = fits.getdata(root / "data" / "a.fits").astype(np.float64)
     expected = np.nansum(cube, axis=0) * 5.0
