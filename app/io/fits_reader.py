@@ -142,17 +142,7 @@ class CubeSource:
         """One spectral plane (y, x) as float32."""
         return self.read(z=slice(index, index + 1))[0]
 
-    def read_raw_copy(self, z: slice = slice(None), y: slice = slice(None)) -> RawBlock:
-        """:meth:`read_raw` copied into memory (stored type and byte order, C order), in pieces of
-        ≤ :data:`RELEASE_BYTES` of file whose pages are unmapped after each piece, as :meth:`read`
-        does: a Dask worker running a compiled kernel then holds the block, not the file pages of
-        every plane the block crosses. The values are the stored ones (no scaling, BLANK kept)."""
-        view = self.read_raw(z=z, y=y)
-        out = np.empty(view.data.shape, dtype=view.data.dtype)
-        self._copy(view.data, out, blank_to_nan=False)
-        return RawBlock(out, view.bscale, view.bzero, view.blank)
-
-    def _copy(self, block: np.ndarray, out: np.ndarray, *, blank_to_nan: bool = True) -> None:
+    def _copy(self, block: np.ndarray, out: np.ndarray) -> None:
         """``out[...] = block`` (BLANK → NaN); from a memmap, in pieces of ≤ :data:`RELEASE_BYTES` of file.
 
         After each piece the file pages just read are unmapped from this process
@@ -160,7 +150,7 @@ class CubeSource:
         Without this a read of a few pixels per plane maps whole large folios of every plane,
         and a region read across all channels of a big cube shows the whole file in the RSS.
         """
-        blank = self.blank if blank_to_nan and self.blank is not None and block.dtype.kind in "iu" else None
+        blank = self.blank if self.blank is not None and block.dtype.kind in "iu" else None
         if self._map is None or block.size == 0:
             pieces = [(slice(None),) * block.ndim]
         else:

@@ -244,25 +244,37 @@ def test_compiled_moments_on_the_workers(cluster: LocalCluster, root: Path, monk
 COMPILED_CASES = (("reference", 0), ("reference", 2), ("casa", 1), ("casa", 8))
 
 
-def test_raw_copy_keeps_the_stored_values(tmp_path: Path) -> None:
+def test_worker_raw_tiles_keep_the_stored_values_and_reopen_changed_files(tmp_path: Path) -> None:
     """The raw tiles a worker hands to the compiled kernels: the stored int16 values, BLANK and scaling
-    untouched, equal to the memmap view they were copied from."""
+    untouched; the file stays open between tiles, and a rewritten file is opened again."""
+    import os  # noqa: PLC0415
+
+    from app.compute.dask_lane import TileSource, _open_cube  # noqa: PLC0415
     from app.io.fits_reader import open_fits_image  # noqa: PLC0415
 
     raw = np.arange(6 * 5 * 7, dtype=np.int16).reshape(6, 5, 7) - 100
     raw[2, 1, 3] = -32768
     hdu = fits.PrimaryHDU(raw)
     hdu.header["BSCALE"], hdu.header["BZERO"], hdu.header["BLANK"] = 0.5, 10.0, -32768
-    hdu.writeto(tmp_path / "int16.fits")
-    image = open_fits_image(tmp_path / "int16.fits")
+    path = tmp_path / "int16.fits"
+    hdu.writeto(path)
+    image = open_fits_image(path)
     try:
-        view = image.source.read_raw(z=slice(1, 5), y=slice(2, 4))
-        copy = image.source.read_raw_copy(z=slice(1, 5), y=slice(2, 4))
-        assert copy.data.dtype == view.data.dtype and copy.data.flags.c_contiguous
-        assert np.array_equal(copy.data, view.data) and np.array_equal(copy.data, raw[1:5, 2:4])
-        assert (copy.bscale, copy.bzero, copy.blank) == (0.5, 10.0, -32768)
+        tile = TileSource.of(image.source)
     finally:
         image.close()
+    assert tile is not None
+    seen = tile.apply(slice(1, 5), slice(2, 4), slice(None),
+                      lambda b: (b.data.dtype, b.data.copy(), b.bscale, b.bzero, b.blank), raw=True)
+    assert seen[0] == np.dtype(">i2") and np.array_equal(seen[1], raw[1:5, 2:4])
+    assert seen[2:] == (0.5, 10.0, -32768)
+    first = _open_cube(tile)
+    assert _open_cube(tile) is first  # kept open between tiles
+    hdu.data = raw + 1
+    hdu.writeto(path, overwrite=True)
+    os.utime(path, ns=(1, 1))  # a different mtime even on a coarse clock
+    again = tile.apply(slice(0, 6), slice(None), slice(None), lambda b: b.data.copy(), raw=True)
+    assert _open_cube(tile) is not first and np.array_equal(again, raw + 1)
 
 
 def _tiles_in_flight(dask_scheduler) -> int:  # noqa: ANN001 - runs on the scheduler
