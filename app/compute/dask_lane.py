@@ -142,6 +142,14 @@ class MultiTileSource:
         return fn([t.read(z, y, x) for t in self.tiles])
 
 
+def close_open_files() -> None:
+    """Close every file this process keeps open for its tiles (:func:`_open_cube`)."""
+    with _open_lock:
+        while _open:
+            hdul, _ = _open.pop(next(iter(_open)))
+            hdul.close()
+
+
 def _worker_name() -> str:
     """``address (name)`` of the Dask worker running this code, or the host/pid outside a worker."""
     try:

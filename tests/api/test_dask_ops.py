@@ -249,7 +249,7 @@ def test_worker_raw_tiles_keep_the_stored_values_and_reopen_changed_files(tmp_pa
     untouched; the file stays open between tiles, and a rewritten file is opened again."""
     import os  # noqa: PLC0415
 
-    from app.compute.dask_lane import TileSource, _open_cube  # noqa: PLC0415
+    from app.compute.dask_lane import TileSource, _open_cube, close_open_files  # noqa: PLC0415
     from app.io.fits_reader import open_fits_image  # noqa: PLC0415
 
     raw = np.arange(6 * 5 * 7, dtype=np.int16).reshape(6, 5, 7) - 100
@@ -273,8 +273,11 @@ def test_worker_raw_tiles_keep_the_stored_values_and_reopen_changed_files(tmp_pa
     hdu.data = raw + 1
     hdu.writeto(path, overwrite=True)
     os.utime(path, ns=(1, 1))  # a different mtime even on a coarse clock
-    again = tile.apply(slice(0, 6), slice(None), slice(None), lambda b: b.data.copy(), raw=True)
-    assert _open_cube(tile) is not first and np.array_equal(again, raw + 1)
+    try:
+        again = tile.apply(slice(0, 6), slice(None), slice(None), lambda b: b.data.copy(), raw=True)
+        assert _open_cube(tile) is not first and np.array_equal(again, raw + 1)
+    finally:
+        close_open_files()
 
 
 def _tiles_in_flight(dask_scheduler) -> int:  # noqa: ANN001 - runs on the scheduler
