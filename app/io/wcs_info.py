@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from astropy.io import fits
@@ -59,6 +60,18 @@ class WcsInfo:
     header_ctype: list[str]
     #: astropy's informational fixes ('obsfix', 'datfix'): reported apart, never as warnings.
     info_messages: list[str] = field(default_factory=list)
+
+    @cached_property
+    def celestial_pixel_area_deg2(self) -> float | None:
+        """Solid angle of one pixel in deg², ``|det|`` of the celestial pixel-scale matrix (computed once;
+        ``None`` without a celestial WCS or for a degraded one)."""
+        try:
+            if self.wcs.has_celestial:
+                area = abs(float(np.linalg.det(self.wcs.celestial.pixel_scale_matrix)))
+                return area if area > 0 else None
+        except Exception:  # noqa: BLE001 - a degraded WCS: the caller falls back to CDELT
+            return None
+        return None
 
     @property
     def warning_message(self) -> str:

@@ -111,13 +111,9 @@ class ImageView:
 
     def pixel_area_deg2(self) -> float | None:
         """Solid angle of one pixel in deg² (``|det|`` of the celestial pixel-scale matrix)."""
-        wcs = self.image.wcs_info.wcs
-        try:
-            if wcs.has_celestial:
-                area = abs(float(np.linalg.det(wcs.celestial.pixel_scale_matrix)))
-                return area if area > 0 else None
-        except Exception:  # a degraded WCS
-            pass
+        area = self.image.wcs_info.celestial_pixel_area_deg2  # computed once per open image
+        if area is not None:
+            return area
         d1, d2 = self.header.get("CDELT1"), self.header.get("CDELT2")
         try:
             area = abs(float(d1) * float(d2))
