@@ -82,7 +82,16 @@ def _fsync(path: Path) -> None:
 
 
 def write_fits_atomic(path: Path, data: np.ndarray, header: fits.Header, *, exclusive: bool = False) -> Path:
-    """Write ``data`` with ``header`` via a temporary file in the same directory, then move it into place.
+    """Write ``data`` (as big-endian float32) with ``header`` atomically: :func:`write_hdulist_atomic`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        primary = fits.PrimaryHDU(data=np.asarray(data, dtype=">f4"), header=header)
+    return write_hdulist_atomic(path, [primary], exclusive=exclusive)
+
+
+def write_hdulist_atomic(path: Path, hdus: list, *, exclusive: bool = False) -> Path:
+    """Write ``hdus`` (a primary HDU, then any extensions) via a temporary file in the same directory,
+    flushed to disk, then move it into place; the temporary file never outlives a failure.
 
     Parameters
     ----------
@@ -98,7 +107,7 @@ def write_fits_atomic(path: Path, data: np.ndarray, header: fits.Header, *, excl
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fits.PrimaryHDU(data=np.asarray(data, dtype=">f4"), header=header).writeto(tmp, overwrite=True)
+            fits.HDUList(hdus).writeto(tmp, overwrite=True)
         _fsync(tmp)
         if exclusive:
             return commit_exclusive(tmp, path)

@@ -82,12 +82,3 @@ def confine(raw: str | None, roots: Sequence[Path], *, want_dir: bool = False) -
     if not want_dir and not resolved.is_file():
         raise InvalidRequest(missing)
     return resolved
-
-
-def confine_sibling(raw: str, roots: Sequence[Path]) -> Path:
-    """Resolve a path that may not exist yet but whose parent directory must be inside ``roots``."""
-    candidate = Path(raw or "")
-    if not candidate.is_absolute():
-        candidate = roots[0] / candidate
-    parent = confine(str(candidate.parent), roots, want_dir=True)
-    return parent / candidate.name

@@ -104,17 +104,6 @@ def _header(dataset: Dataset, params: BaselineParams) -> fits.Header:
     return header
 
 
-def _oracle_slab(ctx: JobContext, kernels: Any, block: np.ndarray, lf: np.ndarray,
-                 params: BaselineParams) -> tuple[np.ndarray, np.ndarray]:
-    """Residual and RMS partial of one float32 slab by the job's kernel tree (NumPy or CuPy), on the host."""
-    if ctx.on_gpu:
-        import cupy  # noqa: PLC0415
-
-        block = cupy.asarray(block)
-    out, rms = kernels.subtract_baseline(block, lf, order=params.order, method=params.method)
-    return to_host(out), to_host(rms)  # sync
-
-
 def subtract(ctx: JobContext, dataset: Dataset, params: BaselineParams, output_dir: Path) -> dict[str, Any]:
     """Fit and subtract per y-slab, stream the result to a FITS file; returns the response body."""
     source = require_cube(dataset)

@@ -24,7 +24,7 @@ from astropy.io import fits
 from app.compute.dispatch import JobContext
 from app.compute.slab_runner import map_over_slabs
 from app.errors import InvalidRequest
-from app.io.fits_writer import _fsync, commit_exclusive, temporary_path, unique_output_path
+from app.io.fits_writer import unique_output_path, write_hdulist_atomic
 from app.io.spectral import SpectralAxis, check_rest_frequency, check_velocity_convention, spectral_axis
 from app.services.budget import check_rows
 from app.services.cube_reads import clamp_range, require_cube
@@ -195,11 +195,4 @@ def write_fits(output_dir: Path, dataset: Dataset, params: LinefitParams, full: 
     stem = dataset.path.name.split(".fits")[0]
     path = unique_output_path(output_dir, f"{stem}_linefit{params.components}"
                                           f"_ch{params.channel_start}-{params.channel_end}")
-    tmp = temporary_path(path)
-    try:
-        fits.HDUList(hdus).writeto(tmp, overwrite=True)
-        _fsync(tmp)
-        return commit_exclusive(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    return write_hdulist_atomic(path, hdus, exclusive=True)

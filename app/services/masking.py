@@ -31,7 +31,7 @@ from app.compute.backend import to_host
 from app.compute.chunking import y_slabs
 from app.compute.dispatch import JobContext
 from app.errors import InvalidRequest
-from app.io.fits_writer import _fsync, commit_exclusive, temporary_path, unique_output_path
+from app.io.fits_writer import unique_output_path, write_hdulist_atomic
 from app.operations.models import MaskSpec
 from app.services.budget import base64_bytes, check_budget, check_response
 from app.services.cube_reads import require_cube
@@ -300,15 +300,8 @@ def mask_info(dataset: Dataset, plan: MaskPlan, mask: PackedMask, *, return_mask
 
 def _write_mask(path: Path, mask: PackedMask, header: fits.Header) -> Path:
     """The mask as a BITPIX 8 FITS cube (0/1), written to a temporary file and committed exclusively."""
-    tmp = temporary_path(path)
-    try:
-        data = np.unpackbits(mask.bits, axis=-1, count=mask.nx)
-        fits.PrimaryHDU(data=data, header=header).writeto(tmp, overwrite=True)
-        _fsync(tmp)
-        return commit_exclusive(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    data = np.unpackbits(mask.bits, axis=-1, count=mask.nx)
+    return write_hdulist_atomic(path, [fits.PrimaryHDU(data=data, header=header)], exclusive=True)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from astropy.io import fits
 from app.compute.dispatch import JobContext
 from app.compute.slab_runner import map_over_slabs
 from app.errors import InvalidRequest
-from app.io.fits_writer import _fsync, commit_exclusive, temporary_path, unique_output_path
+from app.io.fits_writer import unique_output_path, write_hdulist_atomic
 from app.services import moments as mom
 from app.services.cube_reads import require_cube
 from app.services.encoding import encode_array
@@ -184,14 +184,7 @@ def write_multi_fits(output_dir: Path, dataset: Dataset, params: mom.MomentParam
     ords = "-".join(str(k) for k in maps)
     path = unique_output_path(output_dir, f"{stem}_mom{ords}_{params.convention}"
                                           f"_ch{params.channel_start}-{params.channel_end}")
-    tmp = temporary_path(path)
-    try:
-        fits.HDUList([primary, *hdus]).writeto(tmp, overwrite=True)
-        _fsync(tmp)
-        return commit_exclusive(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    return write_hdulist_atomic(path, [primary, *hdus], exclusive=True)
 
 
 def multi_product(ctx: JobContext, dataset: Dataset, params: mom.MomentParams, *, save: bool, output_dir: Path,

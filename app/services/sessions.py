@@ -206,21 +206,6 @@ class SessionRegistry:
             raise lookup_error("Dataset", dataset_id, sid or None)
         return dataset
 
-    def owner_allows(self, owner: str | None, session_id: str | None) -> bool:
-        """The ownership rule of datasets, for other session-scoped things (tasks).
-
-        True when the request names no session, or names the owner's; also touches the owner's session.
-        """
-        sid = (session_id or "").strip()
-        if sid and owner and sid != owner:
-            return False
-        if owner:
-            with self._lock:
-                session = self._sessions.get(owner)
-                if session is not None:
-                    session.last_seen = time.time()
-        return True
-
     def stats(self) -> dict[str, Any]:
         self.expire()
         with self._lock:
