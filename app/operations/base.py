@@ -74,7 +74,8 @@ class Plan:
     job
         ``job(ctx) -> dict`` run on the operation's tier; its dict is the answer's payload.
     parts, combine
-        Instead of ``job``: independent heavy parts run concurrently, merged by ``combine``.
+        Instead of ``job``: independent heavy parts run concurrently, merged by ``combine`` (on a
+        worker thread, off the event loop).
     finish
         Runs in the event loop after the job (e.g. registering a new dataset); returns the payload.
     cache_check

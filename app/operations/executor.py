@@ -144,7 +144,8 @@ async def _run_parts(runtime: Runtime, op: type[Operation], plan: Plan, *, gpu: 
         event.set()
         raise
     assert plan.combine is not None, f"operation {op.name} planned parts without combine"
-    return plan.combine(list(results))
+    # stitching the parts (full-size maps, base64, a saved FITS) stays off the event loop
+    return await asyncio.to_thread(plan.combine, list(results))
 
 
 def start_task(runtime: Runtime, op: type[Operation], plan: Plan, *, session_id: str | None) -> dict[str, Any]:
