@@ -201,10 +201,11 @@ def build_mask(ctx: JobContext, dataset: Dataset, plan: MaskPlan, channel_start:
     nz, ny, nx = source.shape
     halo = plan.halo
     plane = ny * nx * BYTES_PER_VOXEL
-    check_budget(plane * (1 + 2 * halo), "Noise-aware mask (one channel block)")
+    n = channel_end - channel_start + 1
+    packed = n * ny * ((nx + 7) // 8)  # the mask itself, one bit per voxel, held for the request
+    check_budget(plane * (1 + 2 * halo) + packed, f"Noise-aware mask of {nx}×{ny}×{n} voxels")
     per_block = max(1, int(ctx.chunk_bytes // plane) - 2 * halo)
     kernels = ctx.kernels("smooth_clip")
-    n = channel_end - channel_start + 1
     bits = np.zeros((n, ny, (nx + 7) // 8), dtype=np.uint8)
     for z0 in range(channel_start, channel_end + 1, per_block):
         ctx.check_cancelled()

@@ -279,3 +279,16 @@ def test_validation_errors_and_missing_beam(client: TestClient, data_dir: Path) 
     flat = client.post("/v1/products/moment", headers=nb_headers, json={
         "dataset_id": nb, "order": 0, "mask": {**SPEC, "spatial_smooth_beams": 0}}).json()
     assert flat["valid"] and flat["masks"][0]["spec"]["spatial"] == ["none"]
+
+
+def test_mask_larger_than_the_memory_budget_is_refused(settings: Settings, data_dir: Path) -> None:
+    """The packed mask (one bit per voxel, held for the request) counts against the per-request budget:
+    8192 channels of 32×32 give a 1 MiB mask, over a 1 MiB budget, while one channel block fits."""
+    cube = np.random.default_rng(3).normal(0.0, 1.0, (8192, 32, 32)).astype(np.float32)
+    path = write_cube(data_dir / "long.fits", cube, crval3=V0 * 1e3, cdelt3=DV * 1e3)
+    with TestClient(create_app(settings.model_copy(update={"memory_budget_mb": 1}))) as client:
+        client.headers.update({"X-Visivo-Token": TOKEN})
+        ds, headers = _open(client, path)
+        body = client.post("/v1/products/moment", json={"dataset_id": ds, "order": 0, "mask": SPEC},
+                           headers=headers).json()
+    assert body["valid"] is False and "Noise-aware mask of 32×32×8192 voxels" in body["error"], body
